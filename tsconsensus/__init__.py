@@ -1,0 +1,99 @@
+"""tsconsensus: one replicated state machine for processes on a Tailscale tailnet, kept by Raft.
+
+Peers are the tailnet nodes carrying a cluster tag; any node executes a command, which is
+forwarded to the leader, committed and applied in the same order everywhere.
+
+    import tsconsensus
+    node = tsconsensus.start(tailnet, tsconsensus.KeyValueMachine(), "tag:db")
+    node.execute_command(tsconsensus.Command("set", {"k": 1}))
+"""
+
+from __future__ import annotations
+
+from .authorization import Authorizer
+from .clock import Clock, SystemClock
+from .config import (
+    ClusterConfig,
+    CommandConfig,
+    Config,
+    MonitorConfig,
+    PortsConfig,
+    RaftConfig,
+    StaticPeer,
+    StorageConfig,
+    TailnetConfig,
+)
+from .consensus import Consensus, start
+from .errors import (
+    ClusterError,
+    CommandError,
+    CommandTimeoutError,
+    ConfigError,
+    ForwardingError,
+    InvalidCommandError,
+    JoinError,
+    NodeUnreachableError,
+    NoLeaderError,
+    NotAuthorizedError,
+    NotTaggedError,
+    StateMachineLoadError,
+    TailnetError,
+    TsconsensusError,
+)
+from .kv import KeyValueMachine
+from .loader import load_state_machine
+from .tailnet import Peer, StaticTailnet, Tailnet
+from .types import (
+    JSON,
+    Command,
+    CommandResult,
+    MemberStatus,
+    NodeStatus,
+    RaftState,
+    StateMachine,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "JSON",
+    "Authorizer",
+    "Clock",
+    "ClusterConfig",
+    "ClusterError",
+    "Command",
+    "CommandConfig",
+    "CommandError",
+    "CommandResult",
+    "CommandTimeoutError",
+    "Config",
+    "ConfigError",
+    "Consensus",
+    "ForwardingError",
+    "InvalidCommandError",
+    "JoinError",
+    "KeyValueMachine",
+    "MemberStatus",
+    "MonitorConfig",
+    "NoLeaderError",
+    "NodeStatus",
+    "NodeUnreachableError",
+    "NotAuthorizedError",
+    "NotTaggedError",
+    "Peer",
+    "PortsConfig",
+    "RaftConfig",
+    "RaftState",
+    "StateMachine",
+    "StateMachineLoadError",
+    "StaticPeer",
+    "StaticTailnet",
+    "StorageConfig",
+    "SystemClock",
+    "Tailnet",
+    "TailnetConfig",
+    "TsconsensusError",
+    "__version__",
+    "load_state_machine",
+    "start",
+]

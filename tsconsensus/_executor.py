@@ -1,0 +1,187 @@
+"""Executing a command: submit to the log, wait with a deadline, retry safely.
+
+Every execution carries a request id (the caller's, or a fresh one), so a retry after a leader
+change, a lost callback or a dropped forward can never apply a command twice: the log applier
+returns the first outcome for an id it has seen.
+
+The retry policy is one pure object (:class:`_Attempts`: deadlines, backoff, which failures are
+worth another try); two thin drivers run it, one blocking (no event loop involved, so a blocking
+call costs no thread hops) and one for any asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import uuid
+
+from ._applier import encode_entry
+from ._raft import FailReason, RaftNode
+from .clock import Clock
+from .errors import CommandTimeoutError, InvalidCommandError, NoLeaderError
+from .types import Command, CommandResult
+
+log = logging.getLogger("tsconsensus.execute")
+
+MAX_REQUEST_ID_CHARS = 256
+_BACKOFF_START_S = 0.005
+_BACKOFF_MAX_S = 0.1
+
+Outcome = tuple[CommandResult | None, FailReason | None]
+
+
+class _Attempts:
+    """The retry policy of one execution. Pure: time comes in as numbers."""
+
+    def __init__(self, now: float, timeout: float, attempt_timeout: float) -> None:
+        self.deadline = now + timeout
+        self.timeout = timeout
+        self._attempt_timeout = attempt_timeout
+        self._backoff = _BACKOFF_START_S
+        self.last_reason: FailReason | None = None
+        self.retries = 0
+
+    def next_wait(self, now: float) -> float | None:
+        """How long the next attempt may wait for its outcome; ``None`` if time is up."""
+        remaining = self.deadline - now
+        return None if remaining <= 0 else min(remaining, self._attempt_timeout)
+
+    def after(self, outcome: Outcome, now: float) -> CommandResult | float:
+        """The result to return, or how long to pause before the next attempt.
+
+        Raises :class:`InvalidCommandError` for a failure that no retry can cure.
+        """
+        result, reason = outcome
+        if result is not None:
+            return result
+        if reason is FailReason.DENIED:
+            raise InvalidCommandError("the leader denied the command")
+        self.retries += 1
+        if reason is None:  # the attempt timed out: it has waited already
+            return 0.0
+        self.last_reason = reason
+        pause = min(self._backoff, max(0.0, self.deadline - now))
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
+        return pause
+
+
+class CommandExecutor:
+    """Runs commands through a :class:`RaftNode`."""
+
+    def __init__(
+        self, raft: RaftNode, clock: Clock, *, attempt_timeout_s: float, max_entry_bytes: int
+    ) -> None:
+        self._raft = raft
+        self._clock = clock
+        self._attempt_timeout = attempt_timeout_s
+        self._max_entry = max_entry_bytes
+        self.retries = 0
+        # Generated ids: unique per process run (random prefix) and cheap (a counter).
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count()
+
+    def _prepare(
+        self, command: Command, request_id: str | None, timeout: float
+    ) -> tuple[bytes, _Attempts]:
+        if request_id is None:
+            request_id = f"{self._id_prefix}-{next(self._id_counter)}"
+        elif not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID_CHARS:
+            raise InvalidCommandError(
+                f"request_id must be a string of 1 to {MAX_REQUEST_ID_CHARS} characters"
+            )
+        entry = encode_entry(request_id, command)
+        if len(entry) > self._max_entry:
+            raise InvalidCommandError(
+                f"command is {len(entry)} bytes encoded, over the limit of {self._max_entry}"
+            )
+        return entry, _Attempts(self._clock.monotonic(), timeout, self._attempt_timeout)
+
+    def execute(self, command: Command, request_id: str | None, timeout: float) -> CommandResult:
+        """Commit ``command`` and return its outcome as applied on this node. Blocking.
+
+        Raises :class:`InvalidCommandError` (nothing submitted), :class:`NoLeaderError` (no
+        leader was reachable before ``timeout``) or :class:`CommandTimeoutError` (a leader was
+        known but the outcome is unknown: it may still be applied; retry with the same id).
+        """
+        entry, attempts = self._prepare(command, request_id, timeout)
+        while True:
+            wait = attempts.next_wait(self._clock.monotonic())
+            if wait is None:
+                raise self._deadline_error(attempts)
+            settled = threading.Lock()
+            settled.acquire()  # released by the callback: a one-shot event, cheaper than Event
+            box: list[Outcome] = []
+
+            def callback(
+                result: CommandResult | None,
+                reason: FailReason | None,
+                box: list[Outcome] = box,
+                settled: threading.Lock = settled,
+            ) -> None:
+                if not box:
+                    box.append((result, reason))
+                    settled.release()
+
+            self._raft.submit(entry, callback)
+            outcome = box[0] if settled.acquire(timeout=wait) else (None, None)
+            step = attempts.after(outcome, self._clock.monotonic())
+            if isinstance(step, CommandResult):
+                return step
+            self._note_retry(attempts)
+            if step > 0:
+                self._clock.wait(step)
+
+    async def execute_async(
+        self, command: Command, request_id: str | None, timeout: float
+    ) -> CommandResult:
+        """:meth:`execute` for a caller on any asyncio event loop."""
+        entry, attempts = self._prepare(command, request_id, timeout)
+        loop = asyncio.get_running_loop()
+        while True:
+            wait = attempts.next_wait(self._clock.monotonic())
+            if wait is None:
+                raise self._deadline_error(attempts)
+            future: asyncio.Future[Outcome] = loop.create_future()
+
+            def settle(outcome: Outcome, future: asyncio.Future[Outcome] = future) -> None:
+                if not future.done():
+                    future.set_result(outcome)
+
+            def callback(
+                result: CommandResult | None,
+                reason: FailReason | None,
+                settle: object = settle,
+            ) -> None:
+                try:
+                    loop.call_soon_threadsafe(settle, (result, reason))  # type: ignore[arg-type]
+                except RuntimeError:  # the caller's loop is closed: nobody waits any more
+                    pass
+
+            self._raft.submit(entry, callback)
+            try:
+                outcome = await asyncio.wait_for(future, wait)
+            except asyncio.TimeoutError:
+                outcome = (None, None)
+            step = attempts.after(outcome, self._clock.monotonic())
+            if isinstance(step, CommandResult):
+                return step
+            self._note_retry(attempts)
+            if step > 0:
+                await self._clock.sleep(step)
+
+    def _note_retry(self, attempts: _Attempts) -> None:
+        self.retries += 1
+        log.debug("retrying a command after: %s", attempts.last_reason or "attempt timeout")
+
+    def _deadline_error(self, attempts: _Attempts) -> NoLeaderError:
+        leader = self._raft.leader
+        if leader is None:
+            return NoLeaderError(f"no leader was reachable within {attempts.timeout:g}s")
+        why = f" (last: {attempts.last_reason.value})" if attempts.last_reason else ""
+        return CommandTimeoutError(
+            f"the command was not confirmed within {attempts.timeout:g}s{why}; its outcome is "
+            "unknown, retry with the same request_id",
+            leader=leader,
+        )

@@ -1,0 +1,334 @@
+"""Configuration: frozen, validated at construction, loaded from TOML.
+
+The TOML layout mirrors the dataclasses: one table per section (``[raft]``, ``[ports]``, ...),
+snake_case keys, durations in seconds with an ``_s`` suffix. Every error names the dotted key
+and the offending value. ``config.example.toml`` at the top of the repository documents every
+key with its default; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+BACKENDS = ("localapi", "static")
+DEFAULT_SOCKET = "/var/run/tailscale/tailscaled.sock"
+
+
+def _check_port(key: str, value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ConfigError(key, value, "must be a TCP port between 1 and 65535")
+
+
+def _check_positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(key, value, "must be greater than 0")
+
+
+def _check_address(key: str, value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(key, value, "must be an IPv4 or IPv6 address") from None
+
+
+def _check_tag(key: str, value: str) -> None:
+    if not value.startswith("tag:") or len(value) <= 4:
+        raise ConfigError(key, value, "must be a Tailscale ACL tag such as 'tag:db'")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Who the cluster is: the tag that makes a node a peer, and what it replicates."""
+
+    tag: str = "tag:tsconsensus"
+    """Every tailnet node carrying this tag is a peer; only they may talk to the cluster."""
+    state_machine: str = ""
+    """``module:factory`` of the state machine ``tsc node start`` runs; empty = built-in KV."""
+    secret: str = ""
+    """Optional shared secret mixed into the Raft password (derived from the tag otherwise)."""
+
+    def __post_init__(self) -> None:
+        _check_tag("cluster.tag", self.tag)
+        if self.state_machine and ":" not in self.state_machine:
+            raise ConfigError(
+                "cluster.state_machine", self.state_machine, "must look like 'module:factory'"
+            )
+
+
+@dataclass(frozen=True)
+class PortsConfig:
+    """TCP ports on the node's tailnet address (the Go package's defaults)."""
+
+    raft: int = 6270
+    command: int = 6271
+    monitor: int = 8081
+
+    def __post_init__(self) -> None:
+        for name in ("raft", "command", "monitor"):
+            _check_port(f"ports.{name}", getattr(self, name))
+        if len({self.raft, self.command, self.monitor}) != 3:
+            raise ConfigError(
+                "ports", (self.raft, self.command, self.monitor), "the three ports must differ"
+            )
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    """Raft timing and log housekeeping."""
+
+    heartbeat_interval_s: float = 0.1
+    """How often the leader sends (possibly empty) append-entries to each follower."""
+    election_timeout_min_s: float = 0.6
+    election_timeout_max_s: float = 1.2
+    """A follower that hears no leader for a random time in [min, max] starts an election."""
+    leader_lease_timeout_s: float = 1.5
+    """A leader that has not heard from a majority for this long steps down."""
+    connection_timeout_s: float = 3.5
+    """A Raft connection silent for this long is considered dead and re-dialled."""
+    compaction_min_entries: int = 5000
+    compaction_min_interval_s: float = 300.0
+    """A snapshot is taken once the log holds this many entries, or this long after the last."""
+    dedup_window: int = 100_000
+    """How many recent request ids (with their outcomes) are remembered for exactly-once retries."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "heartbeat_interval_s",
+            "election_timeout_min_s",
+            "election_timeout_max_s",
+            "leader_lease_timeout_s",
+            "connection_timeout_s",
+            "compaction_min_interval_s",
+        ):
+            _check_positive(f"raft.{name}", getattr(self, name))
+        if self.election_timeout_max_s < self.election_timeout_min_s:
+            raise ConfigError(
+                "raft.election_timeout_max_s",
+                self.election_timeout_max_s,
+                f"must be at least raft.election_timeout_min_s ({self.election_timeout_min_s})",
+            )
+        if self.heartbeat_interval_s * 2 > self.election_timeout_min_s:
+            raise ConfigError(
+                "raft.heartbeat_interval_s",
+                self.heartbeat_interval_s,
+                "must be at most half of raft.election_timeout_min_s "
+                f"({self.election_timeout_min_s}) or followers start needless elections",
+            )
+        if self.compaction_min_entries < 2:
+            raise ConfigError(
+                "raft.compaction_min_entries", self.compaction_min_entries, "must be at least 2"
+            )
+        if self.dedup_window < 1:
+            raise ConfigError("raft.dedup_window", self.dedup_window, "must be at least 1")
+
+
+@dataclass(frozen=True)
+class CommandConfig:
+    """The command port and command forwarding."""
+
+    timeout_s: float = 10.0
+    """Default deadline of one execute (HTTP request or library call), retries included."""
+    max_body_bytes: int = 1_048_576
+    """Largest accepted request body; larger ones get 413."""
+    pool_size: int = 5
+    """Connections kept open per peer by the node's HTTP client."""
+    connect_timeout_s: float = 5.0
+    """Deadline for opening a connection to a peer."""
+
+    def __post_init__(self) -> None:
+        _check_positive("command.timeout_s", self.timeout_s)
+        _check_positive("command.connect_timeout_s", self.connect_timeout_s)
+        if self.max_body_bytes < 64:
+            raise ConfigError("command.max_body_bytes", self.max_body_bytes, "must be at least 64")
+        if self.pool_size < 1:
+            raise ConfigError("command.pool_size", self.pool_size, "must be at least 1")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """The monitor port (status, health, metrics)."""
+
+    serve: bool = True
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where Raft state lives."""
+
+    state_dir: str = ""
+    """Directory for the Raft journal and snapshots; empty keeps everything in memory."""
+
+
+@dataclass(frozen=True)
+class StaticPeer:
+    """A peer of the ``static`` backend: an address and its tags, as tailscaled would report."""
+
+    address: str
+    tags: tuple[str, ...] = ()
+    hostname: str = ""
+    online: bool = True
+
+
+@dataclass(frozen=True)
+class TailnetConfig:
+    """How the node reaches the tailnet.
+
+    ``localapi`` asks tailscaled over its unix socket. ``static`` takes the node's own address
+    and its peers from this file (development and tests: no Tailscale needed).
+    """
+
+    backend: str = "localapi"
+    socket_path: str = DEFAULT_SOCKET
+    """tailscaled's LocalAPI socket (Linux default; macOS: see the README)."""
+    address: str = ""
+    """``static`` only: this node's own address (it must also be listed in ``peers``)."""
+    peers: tuple[StaticPeer, ...] = ()
+    """``static`` only: every node of the tailnet, this one included."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError("tailnet.backend", self.backend, f"must be one of {BACKENDS}")
+        for i, peer in enumerate(self.peers):
+            _check_address(f"tailnet.peers[{i}].address", peer.address)
+            for tag in peer.tags:
+                _check_tag(f"tailnet.peers[{i}].tags", tag)
+        if self.backend == "static":
+            _check_address("tailnet.address", self.address)
+            if self.address not in {p.address for p in self.peers}:
+                raise ConfigError(
+                    "tailnet.address", self.address, "must be one of the tailnet.peers addresses"
+                )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a node needs, frozen and validated when built.
+
+    ``Config.default()`` is the counterpart of the Go package's ``DefaultConfig()``. Build
+    variants with :func:`dataclasses.replace` or :meth:`Config.from_toml`.
+    """
+
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    ports: PortsConfig = field(default_factory=PortsConfig)
+    raft: RaftConfig = field(default_factory=RaftConfig)
+    command: CommandConfig = field(default_factory=CommandConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tailnet: TailnetConfig = field(default_factory=TailnetConfig)
+
+    @classmethod
+    def default(cls) -> Config:
+        return cls()
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "<string>") -> Config:
+        """Parse TOML text; raises :class:`ConfigError` naming the key and value at fault."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, "", f"is not valid TOML: {exc}") from None
+        return from_mapping(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        """Read and parse a TOML file; raises :class:`ConfigError` (also for an unreadable file)."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("--config", str(p), f"cannot be read: {exc.strerror}") from None
+        return cls.from_toml(text, source=str(p))
+
+    def with_overrides(self, **sections: Any) -> Config:
+        """A copy with whole sections replaced, e.g. ``with_overrides(ports=PortsConfig(...))``."""
+        return dataclasses.replace(self, **sections)
+
+
+_SECTIONS: dict[str, type] = {
+    "cluster": ClusterConfig,
+    "ports": PortsConfig,
+    "raft": RaftConfig,
+    "command": CommandConfig,
+    "monitor": MonitorConfig,
+    "storage": StorageConfig,
+    "tailnet": TailnetConfig,
+}
+
+
+def _coerce(key: str, value: Any, expected: Any) -> Any:
+    """Check one scalar against the dataclass field's declared type (ints accepted as floats)."""
+    if expected in ("float", float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, value, "must be a number (seconds for *_s keys)")
+        return float(value)
+    if expected in ("int", int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, value, "must be an integer")
+        return value
+    if expected in ("bool", bool):
+        if not isinstance(value, bool):
+            raise ConfigError(key, value, "must be true or false")
+        return value
+    if expected in ("str", str):
+        if not isinstance(value, str):
+            raise ConfigError(key, value, "must be a string")
+        return value
+    raise ConfigError(key, value, "has an unsupported type")  # pragma: no cover
+
+
+def _build(cls: type, prefix: str, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(prefix, data, "must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}"
+        if key not in fields:
+            raise ConfigError(dotted, value, f"is not a known key (known: {', '.join(fields)})")
+        if cls is TailnetConfig and key == "peers":
+            kwargs[key] = _build_peers(value)
+        elif cls is StaticPeer and key == "tags":
+            if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                raise ConfigError(dotted, value, "must be a list of strings")
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = _coerce(dotted, value, fields[key].type)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required key is missing
+        raise ConfigError(prefix, data, f"is incomplete: {exc}") from None
+
+
+def _build_peers(value: Any) -> tuple[StaticPeer, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("tailnet.peers", value, "must be an array of tables ([[tailnet.peers]])")
+    peers = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or "address" not in item:
+            raise ConfigError(f"tailnet.peers[{i}]", item, "must be a table with an 'address'")
+        peers.append(_build(StaticPeer, f"tailnet.peers[{i}]", item))
+    return tuple(peers)
+
+
+def from_mapping(data: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from parsed TOML; unknown sections and keys are errors."""
+    sections: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(
+                name, value, f"is not a known section (known: {', '.join(_SECTIONS)})"
+            )
+        sections[name] = _build(_SECTIONS[name], name, value)
+    return Config(**sections)

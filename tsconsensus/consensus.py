@@ -1,0 +1,338 @@
+"""Wiring: :func:`start` builds a running node out of a tailnet, a state machine and a config.
+
+A running node owns two threads: the Raft thread (pysyncobj, applies the log) and an event-loop
+thread (serves the command and monitor ports, runs blocking calls' retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from ._applier import LogApplier
+from ._executor import CommandExecutor
+from ._http import HttpServer
+from ._raft import FailReason, RaftNode, split_node_id
+from .authorization import Authorizer, cluster_password
+from .clock import Clock, SystemClock
+from .command_server import command_routes
+from .config import Config
+from .errors import ClusterError, JoinError, NotTaggedError, TsconsensusError
+from .monitor_server import monitor_routes
+from .tailnet import Tailnet
+from .types import Command, CommandResult, NodeStatus, RaftState, StateMachine
+
+log = logging.getLogger("tsconsensus")
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An asyncio event loop running on a thread of its own until :meth:`stop`."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @property
+    def is_current(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self.is_current:
+            coro.close()
+            raise RuntimeError("blocking tsconsensus calls cannot run on the node's own loop")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class Consensus:
+    """A running cluster member. Build it with :func:`start`; end it with :meth:`stop`.
+
+    Thread-safe: every method may be called from any thread, except that the blocking methods
+    must not be called from the node's own event loop (use the ``_async`` forms there).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        cluster_tag: str,
+        tailnet: Tailnet,
+        raft: RaftNode,
+        applier: LogApplier,
+        executor: CommandExecutor,
+        loop_thread: _LoopThread,
+        servers: list[HttpServer],
+    ) -> None:
+        self.config = config
+        self.cluster_tag = cluster_tag
+        self.tailnet = tailnet
+        self._raft = raft
+        self._applier = applier
+        self._executor = executor
+        self._loop = loop_thread
+        self._servers = servers
+        self._stopped = False
+        self.default_timeout_s = config.command.timeout_s
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        """``host:raft_port``, this node's id in the Raft configuration."""
+        return self._raft.node_id
+
+    @property
+    def address(self) -> str:
+        return split_node_id(self._raft.node_id)[0]
+
+    @property
+    def command_url(self) -> str:
+        return f"http://{_host_for_url(self.address)}:{self.config.ports.command}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://{_host_for_url(self.address)}:{self.config.ports.monitor}"
+
+    def command_address_of(self, node_id: str | None) -> str | None:
+        """The command port address (``host:port``) of the member ``node_id``."""
+        if node_id is None:
+            return None
+        host = split_node_id(node_id)[0]
+        return f"{_host_for_url(host)}:{self.config.ports.command}"
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def execute_command(
+        self, command: Command, *, request_id: str | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """Commit ``command`` through the leader and return its outcome. Blocking.
+
+        Any node may be asked: a follower forwards to the leader and retries on a new leader
+        until ``timeout`` (default ``command.timeout_s``). With a ``request_id``, retries (also
+        the caller's own) never apply the command twice. A state-machine failure comes back
+        as ``CommandResult.error``. Raises :class:`InvalidCommandError`,
+        :class:`NoLeaderError` or :class:`CommandTimeoutError` (outcome unknown).
+        """
+        t = self.default_timeout_s if timeout is None else timeout
+        return self._executor.execute(command, request_id, t)
+
+    async def execute_command_async(
+        self, command: Command, *, request_id: str | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """:meth:`execute_command` for callers on an event loop (any loop)."""
+        t = self.default_timeout_s if timeout is None else timeout
+        return await self._executor.execute_async(command, request_id, t)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> NodeStatus:
+        return self._raft.status()
+
+    @property
+    def leader(self) -> str | None:
+        """The id of the leader this node last heard from, or ``None``."""
+        return self._raft.leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self._raft.is_leader
+
+    def members(self) -> list[str]:
+        return self._raft.members()
+
+    def wait_for_leader(self, timeout: float = 10.0) -> str:
+        """Block until a leader is known; return its id. Raises :class:`NoLeaderError`."""
+        from .errors import NoLeaderError
+
+        deadline = threading.Event()
+        waited = 0.0
+        while waited < timeout:
+            leader = self._raft.leader
+            if leader is not None:
+                return leader
+            deadline.wait(0.02)
+            waited += 0.02
+        raise NoLeaderError(f"no leader within {timeout:g}s")
+
+    # -- membership -------------------------------------------------------------------------
+
+    def add_member(self, node_id: str, timeout: float = 10.0) -> None:
+        """Add ``node_id`` to the configuration (forwarded to the leader)."""
+        self._membership_call(self._raft.add_member, node_id, timeout, "add")
+
+    def remove_member(self, node_id: str, timeout: float = 10.0) -> None:
+        """Remove ``node_id`` from the configuration (forwarded to the leader)."""
+        self._membership_call(self._raft.remove_member, node_id, timeout, "remove")
+
+    def transfer_leadership(self, to: str | None = None, timeout: float = 10.0) -> None:
+        """On the leader: hand leadership to ``to`` (or the best follower) and wait for it."""
+        if not self._raft.is_leader:
+            raise ClusterError(f"{self.node_id} is not the leader")
+        self._membership_call(self._raft.transfer_leadership, to, timeout, "transfer to")
+
+    def _membership_call(self, method: Any, arg: Any, timeout: float, what: str) -> None:
+        done: concurrent.futures.Future[FailReason | None] = concurrent.futures.Future()
+        method(arg, done.set_result)
+        try:
+            reason = done.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise JoinError(f"{what} {arg}: no answer within {timeout:g}s") from None
+        if reason is not None:
+            raise JoinError(f"{what} {arg} failed: {reason.value}")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop serving, leave the Raft loop, close every socket. Idempotent; blocking."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for server in self._servers:
+            try:
+                self._loop.run(server.stop(), timeout=5)
+            except Exception:
+                log.exception("stopping the %s server failed", server.name)
+        self._raft.stop()
+        self._loop.stop()
+
+    def __enter__(self) -> Consensus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def start(
+    tailnet: Tailnet,
+    state_machine: StateMachine,
+    cluster_tag: str,
+    config: Config | None = None,
+    *,
+    clock: Clock | None = None,
+) -> Consensus:
+    """Start a cluster member on this tailnet node and return it running.
+
+    The node must carry ``cluster_tag`` (:class:`NotTaggedError` otherwise). Its peers are the
+    tailnet nodes with that tag. Binds the Raft, command and (if ``monitor.serve``) monitor
+    ports on the node's own tailnet address only. Raises :class:`TsconsensusError` subclasses;
+    nothing is left running when it raises.
+    """
+    config = config or Config.default()
+    clock = clock or SystemClock()
+    me = tailnet.self_peer()
+    if not me.has_tag(cluster_tag):
+        raise NotTaggedError(
+            f"this node ({me.hostname}, {me.address}) does not carry the cluster tag "
+            f"{cluster_tag}; tag it in the tailnet's ACLs (tagOwners) and re-authenticate"
+        )
+    raft_port = config.ports.raft
+    node_id = f"{me.address}:{raft_port}"
+    members = sorted(
+        {node_id} | {f"{p.address}:{raft_port}" for p in tailnet.peers() if p.has_tag(cluster_tag)}
+    )
+    authorizer = Authorizer(tailnet, cluster_tag)
+    applier = LogApplier(state_machine, config.raft.dedup_window)
+    max_entry = config.command.max_body_bytes + 1024
+    raft = RaftNode(
+        node_id=node_id,
+        members=members,
+        applier=applier,
+        authorizer=authorizer,
+        raft=config.raft,
+        state_dir=config.storage.state_dir,
+        password=cluster_password(cluster_tag, config.cluster.secret),
+        max_entry_bytes=max_entry,
+        on_state_change=_log_state_change(node_id),
+    )
+    loop_thread = _LoopThread(f"tsc-loop-{node_id}")
+    servers: list[HttpServer] = []
+    try:
+        executor = CommandExecutor(
+            raft,
+            clock,
+            attempt_timeout_s=max(2.0, 3 * config.raft.election_timeout_max_s),
+            max_entry_bytes=max_entry,
+        )
+        node = Consensus(
+            config=config,
+            cluster_tag=cluster_tag,
+            tailnet=tailnet,
+            raft=raft,
+            applier=applier,
+            executor=executor,
+            loop_thread=loop_thread,
+            servers=servers,
+        )
+
+        async def authorize(ip: str, port: int) -> bool:
+            return authorizer.allows(ip, port)
+
+        servers.append(
+            HttpServer(
+                name="command",
+                host=me.address,
+                port=config.ports.command,
+                routes=command_routes(node),
+                authorize=authorize,
+                max_body_bytes=config.command.max_body_bytes,
+            )
+        )
+        if config.monitor.serve:
+            servers.append(
+                HttpServer(
+                    name="monitor",
+                    host=me.address,
+                    port=config.ports.monitor,
+                    routes=monitor_routes(node),
+                    authorize=authorize,
+                    max_body_bytes=4096,
+                )
+            )
+        for server in servers:
+            try:
+                loop_thread.run(server.start(), timeout=10)
+            except OSError as exc:
+                raise TsconsensusError(
+                    f"cannot listen on {me.address}:{server.port} ({server.name} port): "
+                    f"{exc.strerror or exc}"
+                ) from None
+    except BaseException:
+        for server in servers:
+            try:
+                loop_thread.run(server.stop(), timeout=5)
+            except Exception:
+                pass
+        raft.stop()
+        loop_thread.stop()
+        raise
+    log.info("node %s started; members %s", node_id, ", ".join(members))
+    return node
+
+
+def _log_state_change(node_id: str) -> Any:
+    def changed(old: RaftState, new: RaftState) -> None:
+        log.info("node %s: %s -> %s", node_id, old.value, new.value)
+
+    return changed

@@ -1,0 +1,47 @@
+"""The monitor port: status and health (DESIGN section 4), authorized like every other port.
+
+- ``GET /v1/status``: this node's view (:meth:`NodeStatus.to_json`).
+- ``GET /healthz``: 200 while the node runs.
+- ``GET /readyz``: 200 when the node knows a leader and has applied everything it knows to be
+  committed; 503 with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ._http import Handler, Request, Response, error
+from .types import NodeStatus
+
+
+class MonitorNode(Protocol):
+    def status(self) -> NodeStatus: ...
+
+
+def readiness(status: NodeStatus) -> str | None:
+    """``None`` when ready, else why not."""
+    if status.leader is None:
+        return "no leader known"
+    if status.applied_index < status.commit_index:
+        return f"applied {status.applied_index} of {status.commit_index} committed entries"
+    return None
+
+
+def monitor_routes(node: MonitorNode) -> dict[tuple[str, str], Handler]:
+    async def get_status(_request: Request) -> Response:
+        return Response(200, node.status().to_json())
+
+    async def healthz(_request: Request) -> Response:
+        return Response(200, {"ok": True})
+
+    async def readyz(_request: Request) -> Response:
+        reason = readiness(node.status())
+        if reason is not None:
+            return error(503, f"not ready: {reason}")
+        return Response(200, {"ok": True})
+
+    return {
+        ("GET", "/v1/status"): get_status,
+        ("GET", "/healthz"): healthz,
+        ("GET", "/readyz"): readyz,
+    }
