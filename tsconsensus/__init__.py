@@ -11,6 +11,7 @@ forwarded to the leader, committed and applied in the same order everywhere.
 from __future__ import annotations
 
 from .authorization import Authorizer
+from .client import NodeClient
 from .clock import Clock, SystemClock
 from .config import (
     ClusterConfig,
@@ -42,6 +43,7 @@ from .errors import (
 )
 from .kv import KeyValueMachine
 from .loader import load_state_machine
+from .runner import build_tailnet, node_address, run_node, start_from_config
 from .tailnet import Peer, StaticTailnet, Tailnet
 from .types import (
     JSON,
@@ -76,6 +78,7 @@ __all__ = [
     "MemberStatus",
     "MonitorConfig",
     "NoLeaderError",
+    "NodeClient",
     "NodeStatus",
     "NodeUnreachableError",
     "NotAuthorizedError",
@@ -94,6 +97,10 @@ __all__ = [
     "TailnetConfig",
     "TsconsensusError",
     "__version__",
+    "build_tailnet",
     "load_state_machine",
+    "node_address",
+    "run_node",
     "start",
+    "start_from_config",
 ]

@@ -22,6 +22,7 @@ return quickly without blocking.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import enum
 import hashlib
 import hmac
@@ -33,7 +34,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pysyncobj.tcp_connection as _pso_tcp_connection
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
@@ -47,6 +48,8 @@ from .errors import TsconsensusError
 from .types import CommandResult, MemberStatus, NodeStatus, RaftState
 
 log = logging.getLogger("tsconsensus.raft")
+
+T = TypeVar("T")
 
 JOURNAL_FILE = "raft.journal"
 SNAPSHOT_FILE = "raft.snapshot"
@@ -513,6 +516,23 @@ class RaftNode:
         """On the leader: hand leadership to ``to`` (or the most caught-up follower)."""
         # It sends on the transport directly, which only the Raft thread may touch.
         self._calls.append(lambda: self._sync.transferLeadership(to, callback=_done(callback)))
+        self._wake()
+
+    def call_on_raft_thread(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn`` on the Raft thread, between two applied entries; its result or error
+        arrives in the returned future."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        self._calls.append(run)
+        self._wake()
+        return future
 
     def force_snapshot(self) -> None:
         """Take a snapshot (and compact the log) at the next opportunity."""

@@ -172,6 +172,14 @@ class Consensus:
             waited += 0.02
         raise NoLeaderError(f"no leader within {timeout:g}s")
 
+    def snapshot(self, timeout: float = 30.0) -> tuple[int, bytes]:
+        """The state machine's snapshot and the log index it covers (this node's state)."""
+        machine = self._applier.machine
+        future = self._raft.call_on_raft_thread(
+            lambda: (self._raft.applied_index, machine.snapshot())
+        )
+        return future.result(timeout)
+
     # -- membership -------------------------------------------------------------------------
 
     def add_member(self, node_id: str, timeout: float = 10.0) -> None:

@@ -2,12 +2,16 @@
 
 - ``GET /v1/status``: this node's view (:meth:`NodeStatus.to_json`).
 - ``GET /healthz``: 200 while the node runs.
+- ``GET /v1/snapshot``: the state machine's snapshot on this node (octet-stream), with the
+  log index it covers in ``X-Tsc-Index`` and its SHA-256 in ``X-Tsc-Sha256``.
 - ``GET /readyz``: 200 when the node knows a leader and has applied everything it knows to be
   committed; 503 with the reason otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from typing import Protocol
 
 from ._http import Handler, Request, Response, error
@@ -16,6 +20,8 @@ from .types import NodeStatus
 
 class MonitorNode(Protocol):
     def status(self) -> NodeStatus: ...
+
+    def snapshot(self, timeout: float = 30.0) -> tuple[int, bytes]: ...
 
 
 def readiness(status: NodeStatus) -> str | None:
@@ -40,8 +46,20 @@ def monitor_routes(node: MonitorNode) -> dict[tuple[str, str], Handler]:
             return error(503, f"not ready: {reason}")
         return Response(200, {"ok": True})
 
+    async def get_snapshot(_request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        index, data = await loop.run_in_executor(None, node.snapshot)
+        digest = hashlib.sha256(data).hexdigest()
+        return Response(
+            200,
+            data,
+            content_type="application/octet-stream",
+            headers={"X-Tsc-Index": str(index), "X-Tsc-Sha256": digest},
+        )
+
     return {
         ("GET", "/v1/status"): get_status,
+        ("GET", "/v1/snapshot"): get_snapshot,
         ("GET", "/healthz"): healthz,
         ("GET", "/readyz"): readyz,
     }

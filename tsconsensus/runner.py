@@ -41,3 +41,10 @@ def run_node(config: Config, stop: threading.Event) -> None:
     finally:
         log.info("node %s stopping", node.node_id)
         node.stop()
+
+
+def node_address(config: Config) -> str:
+    """This node's tailnet address as the config sees it (asks the tailnet backend)."""
+    if config.tailnet.backend == "static":
+        return config.tailnet.address
+    return build_tailnet(config).self_peer().address

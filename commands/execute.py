@@ -1,0 +1,68 @@
+"""``tsc exec``: execute one command on the cluster through a node."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from . import exit_codes
+from .exit_codes import EPILOG
+from .render import emit_json, emit_value, fail, handles_errors, stderr
+from .target import ADDRESS_HELP, ConfigOpt, command_client
+
+
+def parse_args(text: str) -> Any:
+    """``--args``: JSON text, ``@FILE`` for a file's content, ``-`` for standard input."""
+    source = "--args"
+    if text == "-":
+        text, source = sys.stdin.read(), "standard input"
+    elif text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except OSError as exc:
+            raise fail(f"cannot read {path}: {exc.strerror}", exit_codes.USAGE) from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise fail(f"{source} is not valid JSON: {exc}", exit_codes.USAGE) from None
+
+
+@handles_errors
+def exec_command(
+    name: str = typer.Option(..., "--name", "-n", help="Command name, e.g. set, get, cas."),
+    args: str = typer.Option(
+        "null", "--args", "-a", help="Arguments as JSON; @FILE reads a file, - reads stdin."
+    ),
+    config: Path = ConfigOpt,
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (command port)"),
+    request_id: str = typer.Option(
+        None, "--request-id", help="Makes retries safe: the same id is never applied twice."
+    ),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the commit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole response as JSON."),
+) -> None:
+    """Execute a command on the cluster: any node forwards it to the leader.
+
+    Example: tsc exec --config node1.toml --name set --args '{"k": 1}'
+    """
+    parsed = parse_args(args)
+    with command_client(config, address, timeout + 5.0) as client:
+        outcome = client.execute(name, parsed, request_id=request_id, timeout=timeout)
+    if as_json:
+        emit_json({"result": outcome.result, "error": outcome.error, "index": outcome.index})
+        if outcome.error is not None:
+            raise typer.Exit(exit_codes.FAILED)
+        return
+    if outcome.error is not None:
+        raise fail(f"{name} failed: {outcome.error} (index {outcome.index})", exit_codes.FAILED)
+    emit_value(None, outcome.result)
+    stderr.print(f"[dim]committed at index {outcome.index}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("exec", epilog=EPILOG)(exec_command)

@@ -1,0 +1,71 @@
+"""The one output path of ``tsc``: rich tables for people, ``--json`` for scripts, one red line
+for errors. Nothing else in ``commands/`` prints."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+import tsconsensus as tsc
+
+from . import exit_codes
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def emit_json(data: Any) -> None:
+    """Machine-readable output: plain JSON on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def emit_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*[cell if isinstance(cell, Text) else Text(str(cell)) for cell in row])
+    stdout.print(table)
+
+
+def emit_value(label: str | None, value: Any) -> None:
+    """A JSON value for people: pretty-printed, with an optional dim label line."""
+    if label:
+        stdout.print(Text(label, style="dim"))
+    stdout.print(Text(json.dumps(value, indent=2, ensure_ascii=False)))
+
+
+def emit_line(text: str, style: str | None = None) -> None:
+    stdout.print(Text(text, style=style or ""))
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print one red line on stderr and return the Exit to raise."""
+    stderr.print(Text.assemble(("error: ", "bold red"), (message, "red")))
+    return typer.Exit(code)
+
+
+def handles_errors(func: F) -> F:
+    """Turn library errors into one red line and the documented exit code (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except tsc.TsconsensusError as exc:
+            raise fail(str(exc), exit_codes.for_error(exc)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]

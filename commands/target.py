@@ -1,0 +1,38 @@
+"""Which node a command talks to: ``--config FILE`` (this node) or ``--address host:port``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+import tsconsensus as tsc
+
+CONFIG_HELP = "The node's TOML config; tsc then talks to that node, as that node."
+ADDRESS_HELP = "host:port of a node's port to talk to instead of --config."
+
+ConfigOpt = typer.Option(None, "--config", "-c", help=CONFIG_HELP, envvar="TSC_CONFIG")
+
+
+def _resolve(config: Path | None, address: str | None, port_of: str) -> tuple[str, str | None]:
+    if config is not None and address is not None:
+        raise tsc.ConfigError("--address", address, "give either --config or --address, not both")
+    if address is not None:
+        return address, None
+    if config is None:
+        raise tsc.ConfigError("--config", None, "is required (or give --address host:port)")
+    cfg = tsc.Config.load(config)
+    host = tsc.node_address(cfg)
+    port = getattr(cfg.ports, port_of)
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}", host
+
+
+def command_client(config: Path | None, address: str | None, timeout: float) -> tsc.NodeClient:
+    target, source = _resolve(config, address, "command")
+    return tsc.NodeClient(target, timeout=timeout, source_address=source)
+
+
+def monitor_client(config: Path | None, address: str | None, timeout: float) -> tsc.NodeClient:
+    target, source = _resolve(config, address, "monitor")
+    return tsc.NodeClient(target, timeout=timeout, source_address=source)

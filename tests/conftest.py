@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tsconsensus.testing import LocalCluster
+
+# Fast but not twitchy: tests run on a shared 2-core machine.
+FAST_RAFT = {
+    "heartbeat_interval_s": 0.05,
+    "election_timeout_min_s": 0.3,
+    "election_timeout_max_s": 0.6,
+    "leader_lease_timeout_s": 0.9,
+}
+
+
+def unique_loopback_base() -> str:
+    """A 127.a.b.1 base no other test in this run uses, so ports never collide."""
+    return f"127.{random.randint(2, 250)}.{random.randint(0, 250)}.1"
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
+    """Build (and always stop, by PID) local clusters of real node processes."""
+    made: list[LocalCluster] = []
+
+    def make(nodes: int = 3, start: bool = True, **kwargs: Any) -> LocalCluster:
+        kwargs.setdefault("raft_overrides", FAST_RAFT)
+        cluster = LocalCluster(
+            tmp_path / f"cluster{len(made)}",
+            nodes=nodes,
+            base_address=unique_loopback_base(),
+            **kwargs,
+        )
+        made.append(cluster)
+        if start:
+            cluster.start(wait=True, timeout=30)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()

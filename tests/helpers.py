@@ -1,0 +1,51 @@
+"""Helpers shared by the cluster tests (real processes, real sockets, loopback only)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+import httpx
+
+from tsconsensus.testing import LocalCluster
+
+RECORDING = "tsconsensus.testing:RecordingStateMachine"
+
+
+def http(cluster: LocalCluster, i: int, source: str | None = None) -> httpx.Client:
+    """A raw HTTP client for node ``i``'s command port, from ``source`` (default: node i)."""
+    transport = httpx.HTTPTransport(local_address=source or cluster.addresses[i])
+    return httpx.Client(
+        base_url=f"http://{cluster.command_address(i)}", transport=transport, timeout=15.0
+    )
+
+
+def converged_hashes(
+    cluster: LocalCluster, nodes: Sequence[int], timeout: float = 20.0
+) -> dict[int, tuple[int, str]]:
+    """Wait until ``nodes`` have applied the same index, then hash each one's snapshot.
+
+    Returns {node: (index, sha256 of its state machine's snapshot)}.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = {i: cluster.status(i) for i in nodes}
+        applied = {s["applied_index"] for s in statuses.values()}
+        commits = {s["commit_index"] for s in statuses.values()}
+        if len(applied) == 1 and applied == commits:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nodes did not converge: {statuses}")
+        time.sleep(0.05)
+    hashes = {}
+    for i in nodes:
+        with cluster.monitor(i) as m:
+            index, data = m.snapshot()
+        hashes[i] = (index, hashlib.sha256(data).hexdigest())
+    return hashes
+
+
+def assert_all_equal(hashes: dict[int, tuple[int, str]]) -> None:
+    values = set(hashes.values())
+    assert len(values) == 1, f"state differs between nodes: {hashes}"

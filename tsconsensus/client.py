@@ -1,0 +1,140 @@
+"""A client for a node's command and monitor ports (what ``tsc`` and scripts use).
+
+Errors are translated: an unreachable node is :class:`NodeUnreachableError`, a 403 is
+:class:`NotAuthorizedError`, a 503 is :class:`NoLeaderError`, a 400/413 is
+:class:`InvalidCommandError`. A state-machine error is a normal result (``CommandResult.error``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, NoReturn
+
+import httpx
+
+from .errors import (
+    InvalidCommandError,
+    NodeUnreachableError,
+    NoLeaderError,
+    NotAuthorizedError,
+    TsconsensusError,
+)
+from .types import JSON, CommandResult
+
+
+def _base_url(address: str) -> str:
+    return address if address.startswith(("http://", "https://")) else f"http://{address}"
+
+
+class NodeClient:
+    """Talks to one node's port at ``address`` (``host:port`` or a URL). Blocking, reusable.
+
+    ``source_address`` binds the client's side of the connection, so that a ``tsc`` running on
+    a node connects *as that node* (the ports authorize by source address).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 10.0,
+        source_address: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = _base_url(address)
+        if transport is None:
+            transport = httpx.HTTPTransport(local_address=source_address, retries=0)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        """Send one request; return the decoded JSON body of a 200, raise for anything else."""
+        response = self._send(method, path, body, timeout)
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"error": response.text[:200]}
+        if response.status_code == 200:
+            return data
+        self._raise_for(response.status_code, data, path)
+
+    def _send(self, method: str, path: str, body: Any, timeout: float | None) -> httpx.Response:
+        try:
+            response = self._http.request(
+                method,
+                path,
+                content=None if body is None else json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"} if body is not None else None,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TimeoutException as exc:
+            raise NodeUnreachableError(f"{self.base_url}{path}: timed out ({exc})") from None
+        except httpx.HTTPError as exc:
+            raise NodeUnreachableError(f"cannot reach {self.base_url}: {exc}") from None
+        return response
+
+    def _raise_for(self, status: int, data: Any, path: str) -> NoReturn:
+        message = data.get("error", "") if isinstance(data, dict) else str(data)
+        if status == 403:
+            raise NotAuthorizedError(f"{self.base_url} refused this client: {message}")
+        if status == 503:
+            leader = data.get("leader") if isinstance(data, dict) else None
+            raise NoLeaderError(f"{self.base_url}: {message}", leader=leader)
+        if status in (400, 413):
+            raise InvalidCommandError(f"{self.base_url} rejected the request: {message}")
+        raise TsconsensusError(f"{self.base_url}{path}: HTTP {status}: {message}")
+
+    def execute(
+        self,
+        name: str,
+        args: JSON = None,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """``POST /v1/execute``; the node forwards to the leader itself."""
+        body: dict[str, Any] = {"name": name, "args": args}
+        if request_id is not None:
+            body["request_id"] = request_id
+        if timeout is not None:
+            body["timeout_s"] = timeout
+        http_timeout = None if timeout is None else timeout + 5.0
+        data = self.request("POST", "/v1/execute", body, timeout=http_timeout)
+        return CommandResult(data.get("result"), data.get("error"), int(data.get("index", 0)))
+
+    def status(self) -> dict[str, Any]:
+        """``GET /v1/status`` of a monitor port."""
+        data: dict[str, Any] = self.request("GET", "/v1/status")
+        return data
+
+    def snapshot(self, timeout: float = 60.0) -> tuple[int, bytes]:
+        """``GET /v1/snapshot``: (log index covered, the state machine's snapshot bytes)."""
+        response = self._send("GET", "/v1/snapshot", None, timeout)
+        if response.status_code != 200:
+            try:
+                data = response.json()
+            except ValueError:
+                data = {"error": response.text[:200]}
+            self._raise_for(response.status_code, data, "/v1/snapshot")
+        data_bytes = response.content
+        expected = response.headers.get("X-Tsc-Sha256", "")
+        if hashlib.sha256(data_bytes).hexdigest() != expected:
+            raise TsconsensusError(f"{self.base_url}: snapshot checksum mismatch")
+        return int(response.headers.get("X-Tsc-Index", "0")), data_bytes
+
+    def ready(self) -> bool:
+        """``GET /readyz``: True when the node knows a leader and has caught up."""
+        try:
+            self.request("GET", "/readyz")
+        except NoLeaderError:
+            return False
+        return True

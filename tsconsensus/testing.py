@@ -1,0 +1,388 @@
+"""Helpers for trying tsconsensus and testing code built on it, without Tailscale.
+
+- :class:`LocalCluster`: N real node processes on the ``static`` backend, each on its own
+  loopback address (127.0.0.x), one config file per node in a directory. ``tsc dev up`` is a
+  thin wrapper around it. Every process is tracked and stopped by its PID.
+- :class:`RecordingStateMachine`: a deterministic machine that records what it applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .client import NodeClient
+from .config import Config, PortsConfig
+from .errors import NodeUnreachableError, NoLeaderError, TsconsensusError
+from .types import JSON, Command
+
+MANIFEST = "cluster.json"
+
+
+def node_command() -> list[str]:
+    """How a node process is started: ``tsc node start --config FILE`` with this interpreter."""
+    return [sys.executable, "-m", "commands", "node", "start", "--config"]
+
+
+def _render_toml(config: Config) -> str:
+    """A config as TOML (the subset :class:`Config` uses: tables of scalars and peer arrays)."""
+    lines: list[str] = []
+    for section in dataclasses.fields(config):
+        value = getattr(config, section.name)
+        lines.append(f"[{section.name}]")
+        peers = None
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.name == "peers":
+                peers = item
+                continue
+            lines.append(f"{f.name} = {json.dumps(item)}")
+        lines.append("")
+        for peer in peers or ():
+            lines.append(f"[[{section.name}.peers]]")
+            for f in dataclasses.fields(peer):
+                item = getattr(peer, f.name)
+                lines.append(f"{f.name} = {json.dumps(list(item) if f.name == 'tags' else item)}")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); it is gone for our purposes.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _is_our_node(pid: int, config_path: Path) -> bool:
+    """Guard against a recycled PID: the process must be running this config."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return sys.platform != "linux" and _alive(pid)
+    return str(config_path).encode() in cmdline
+
+
+class LocalCluster:
+    """A cluster of node processes on loopback addresses, described by files in ``directory``.
+
+    ``directory`` holds ``nodeN.toml`` (config), ``nodeN.pid``, ``nodeN.log``, ``nodeN/`` (state)
+    and ``cluster.json`` (the manifest that :meth:`open` reads back).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        nodes: int = 3,
+        base_address: str = "127.0.0.1",
+        ports: PortsConfig | None = None,
+        cluster_tag: str = "tag:dev",
+        state_machine: str = "",
+        persistent: bool = True,
+        raft_overrides: dict[str, Any] | None = None,
+        command_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        if nodes < 1:
+            raise TsconsensusError("a cluster needs at least one node")
+        self.directory = Path(directory).resolve()
+        self.size = nodes
+        self.base_address = base_address
+        self.ports = ports or PortsConfig()
+        self.cluster_tag = cluster_tag
+        self.state_machine = state_machine
+        self.persistent = persistent
+        self.raft_overrides = dict(raft_overrides or {})
+        self.command_overrides = dict(command_overrides or {})
+        base = ipaddress.ip_address(base_address)
+        if not base.is_loopback:
+            raise TsconsensusError(f"--base-address {base_address} is not a loopback address")
+        self.addresses = [str(base + i) for i in range(nodes)]
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    # -- files ------------------------------------------------------------------------------
+
+    def config_path(self, i: int) -> Path:
+        return self.directory / f"node{i + 1}.toml"
+
+    def pid_path(self, i: int) -> Path:
+        return self.directory / f"node{i + 1}.pid"
+
+    def log_path(self, i: int) -> Path:
+        return self.directory / f"node{i + 1}.log"
+
+    def config(self, i: int) -> Config:
+        peers = [
+            {"address": a, "tags": [self.cluster_tag], "hostname": f"node{n + 1}"}
+            for n, a in enumerate(self.addresses)
+        ]
+        data: dict[str, Any] = {
+            "cluster": {"tag": self.cluster_tag, "state_machine": self.state_machine},
+            "ports": dataclasses.asdict(self.ports),
+            "raft": self.raft_overrides,
+            "command": self.command_overrides,
+            "storage": {
+                "state_dir": str(self.directory / f"node{i + 1}") if self.persistent else ""
+            },
+            "tailnet": {"backend": "static", "address": self.addresses[i], "peers": peers},
+        }
+        from .config import from_mapping
+
+        return from_mapping(data)
+
+    def write(self) -> list[Path]:
+        """Write every node's config and the manifest; return the config paths."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(self.size):
+            path = self.config_path(i)
+            path.write_text(_render_toml(self.config(i)))
+            paths.append(path)
+        manifest = {
+            "nodes": self.size,
+            "base_address": self.base_address,
+            "ports": dataclasses.asdict(self.ports),
+            "cluster_tag": self.cluster_tag,
+            "state_machine": self.state_machine,
+            "persistent": self.persistent,
+            "raft_overrides": self.raft_overrides,
+            "command_overrides": self.command_overrides,
+        }
+        (self.directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        return paths
+
+    @classmethod
+    def open(cls, directory: str | Path) -> LocalCluster:
+        """The cluster described by ``directory``'s manifest (written by :meth:`write`)."""
+        path = Path(directory) / MANIFEST
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise TsconsensusError(f"{path} is not a tsconsensus dev cluster: {exc}") from None
+        return cls(
+            directory,
+            nodes=m["nodes"],
+            base_address=m["base_address"],
+            ports=PortsConfig(**m["ports"]),
+            cluster_tag=m["cluster_tag"],
+            state_machine=m.get("state_machine", ""),
+            persistent=m.get("persistent", True),
+            raft_overrides=m.get("raft_overrides"),
+            command_overrides=m.get("command_overrides"),
+        )
+
+    # -- processes --------------------------------------------------------------------------
+
+    def start(self, *, wait: bool = True, timeout: float = 30.0) -> None:
+        """Write the files, start every node, and (by default) wait for a ready cluster."""
+        self.write()
+        for i in range(self.size):
+            self.start_node(i)
+        if wait:
+            self.wait_ready(timeout)
+
+    def start_node(self, i: int, extra_env: dict[str, str] | None = None) -> int:
+        """Start node ``i`` (0-based) in the background; return its PID."""
+        if self.running(i):
+            raise TsconsensusError(f"node{i + 1} is already running (pid {self.pid(i)})")
+        env = dict(os.environ)
+        env.update(extra_env or {})
+        with open(self.log_path(i), "ab") as log:
+            proc = subprocess.Popen(
+                [*node_command(), str(self.config_path(i))],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # a Ctrl-C in the launching shell does not reach it
+            )
+        self._procs[i] = proc
+        self.pid_path(i).write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    def pid(self, i: int) -> int | None:
+        try:
+            return int(self.pid_path(i).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def running(self, i: int) -> bool:
+        pid = self.pid(i)
+        if pid is None:
+            return False
+        proc = self._procs.get(i)
+        if proc is not None:
+            return proc.poll() is None
+        return _alive(pid) and _is_our_node(pid, self.config_path(i))
+
+    def signal_node(self, i: int, sig: int) -> None:
+        """Send ``sig`` to node ``i`` by its PID (SIGKILL, SIGSTOP, SIGCONT, SIGTERM...)."""
+        pid = self.pid(i)
+        if pid is None or not self.running(i):
+            raise TsconsensusError(f"node{i + 1} is not running")
+        os.kill(pid, sig)
+
+    def stop_node(self, i: int, *, kill: bool = False, timeout: float = 10.0) -> None:
+        """Stop node ``i``: SIGTERM (or SIGKILL), then SIGKILL if it outlives ``timeout``."""
+        pid = self.pid(i)
+        if pid is None:
+            return
+        if self.running(i):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+            if not self._wait_gone(i, pid, timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._wait_gone(i, pid, 5.0)
+        self._procs.pop(i, None)
+        with contextlib.suppress(OSError):
+            self.pid_path(i).unlink()
+
+    def _wait_gone(self, i: int, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        proc = self._procs.get(i)
+        while time.monotonic() < deadline:
+            if proc is not None:
+                if proc.poll() is not None:
+                    return True
+            elif not _alive(pid):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        """Stop every node (by PID). Idempotent."""
+        for i in range(self.size):
+            self.stop_node(i)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- talking to nodes -------------------------------------------------------------------
+
+    def command_address(self, i: int) -> str:
+        return f"{self.addresses[i]}:{self.ports.command}"
+
+    def monitor_address(self, i: int) -> str:
+        return f"{self.addresses[i]}:{self.ports.monitor}"
+
+    def client(self, i: int, *, timeout: float = 10.0) -> NodeClient:
+        """A command-port client that connects as node ``i`` (from its own address)."""
+        return NodeClient(
+            self.command_address(i), timeout=timeout, source_address=self.addresses[i]
+        )
+
+    def monitor(self, i: int, *, timeout: float = 5.0) -> NodeClient:
+        return NodeClient(
+            self.monitor_address(i), timeout=timeout, source_address=self.addresses[i]
+        )
+
+    def status(self, i: int) -> dict[str, Any]:
+        with self.monitor(i) as m:
+            return m.status()
+
+    def leader_index(self, among: Sequence[int] | None = None) -> int | None:
+        """The node (0-based) that reports itself leader, if exactly one of ``among`` does.
+
+        ``among`` defaults to the nodes that are running.
+        """
+        leaders = []
+        candidates = among if among is not None else [i for i in range(self.size) if self.running(i)]
+        for i in candidates:
+            try:
+                if self.status(i)["state"] == "leader":
+                    leaders.append(i)
+            except TsconsensusError:
+                continue
+        return leaders[0] if len(leaders) == 1 else None
+
+    def wait_for_leader(self, timeout: float = 30.0, among: Sequence[int] | None = None) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader_index(among)
+            if leader is not None:
+                return leader
+            time.sleep(0.05)
+        raise NoLeaderError(f"no single leader among the nodes within {timeout:g}s")
+
+    def wait_ready(self, timeout: float = 30.0, among: Sequence[int] | None = None) -> None:
+        """Wait until every node in ``among`` answers and is ready, and one leader exists."""
+        deadline = time.monotonic() + timeout
+        nodes = list(among if among is not None else range(self.size))
+        pending = set(nodes)
+        while pending and time.monotonic() < deadline:
+            for i in sorted(pending):
+                proc = self._procs.get(i)
+                if proc is not None and proc.poll() is not None:
+                    tail = self.log_path(i).read_text(errors="replace")[-2000:]
+                    raise TsconsensusError(f"node{i + 1} exited ({proc.returncode}):\n{tail}")
+                try:
+                    with self.monitor(i, timeout=1.0) as m:
+                        if m.ready():
+                            pending.discard(i)
+                except NodeUnreachableError:
+                    pass
+            if pending:
+                time.sleep(0.05)
+        if pending:
+            names = ", ".join(f"node{i + 1}" for i in sorted(pending))
+            raise NoLeaderError(f"{names} not ready within {timeout:g}s (see {self.directory})")
+        self.wait_for_leader(max(1.0, deadline - time.monotonic()))
+
+    def execute(self, i: int, name: str, args: JSON = None, **kw: Any) -> Any:
+        with self.client(i) as c:
+            return c.execute(name, args, **kw)
+
+    def state_hash(self, i: int) -> str:
+        """A digest of node ``i``'s key-value state, read through the log (linearizable)."""
+        with self.client(i) as c:
+            keys = c.execute("keys", {}).result
+            assert isinstance(keys, list)
+            values = [c.execute("get", {"key": k}).result for k in keys]
+        blob = json.dumps(list(zip(keys, values, strict=True)), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+class RecordingStateMachine:
+    """Records every command it applies; ``fail_on`` names commands whose apply raises.
+
+    Deterministic, so it can run on every node; its snapshot is the JSON of the record.
+    """
+
+    def __init__(self, fail_on: Sequence[str] = ("fail",)) -> None:
+        self.applied: list[tuple[str, JSON]] = []
+        self._fail_on = set(fail_on)
+
+    def apply(self, command: Command) -> JSON:
+        if command.name in self._fail_on:
+            raise RuntimeError(f"refusing command {command.name!r} as asked")
+        self.applied.append((command.name, command.args))
+        return len(self.applied)
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.applied).encode()
+
+    def restore(self, data: bytes) -> None:
+        self.applied = [(n, a) for n, a in json.loads(data)]
