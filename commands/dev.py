@@ -48,8 +48,14 @@ def up(
         state_machine=state_machine,
         persistent=not in_memory,
     )
-    if any(cluster.running(i) for i in range(nodes)) if (directory / "cluster.json").exists() else False:
-        raise tsc.TsconsensusError(f"a cluster is already running in {directory}; tsc dev down first")
+    if (
+        any(cluster.running(i) for i in range(nodes))
+        if (directory / "cluster.json").exists()
+        else False
+    ):
+        raise tsc.TsconsensusError(
+            f"a cluster is already running in {directory}; tsc dev down first"
+        )
     try:
         with stderr.status(f"starting {nodes} nodes, waiting for a leader..."):
             cluster.start(wait=True, timeout=timeout)
@@ -72,7 +78,9 @@ def up(
         keys = ["name", "command", "monitor", "pid", "state", "config"]
         emit_json([dict(zip(keys, row, strict=True)) for row in rows])
         return
-    emit_table(f"dev cluster in {directory}", ["node", "command", "monitor", "pid", "role", "config"], rows)
+    emit_table(
+        f"dev cluster in {directory}", ["node", "command", "monitor", "pid", "role", "config"], rows
+    )
     first = cluster.config_path(0)
     emit_line(f"try:  tsc exec --config {first} --name set --args '{{\"k\": 1}}'")
     emit_line(f"      tsc status --config {first}")
@@ -82,7 +90,9 @@ def up(
 @app.command("down", epilog=EPILOG)
 @handles_errors
 def down(
-    directory: Path = typer.Option(Path(".tsc-dev"), "--dir", "-d", help="The cluster's directory."),
+    directory: Path = typer.Option(
+        Path(".tsc-dev"), "--dir", "-d", help="The cluster's directory."
+    ),
 ) -> None:
     """Stop every node of a cluster started by `tsc dev up` (by PID; state stays on disk).
 

@@ -56,7 +56,9 @@ def test_a_result_that_is_not_json_is_an_error() -> None:
 def test_a_batch_is_applied_in_order_at_one_index() -> None:
     machine = RecordingStateMachine()
     applier = LogApplier(machine, 10)
-    results = applier.apply_batch(join_entries([entry("a", "x"), entry("b", "y"), entry("a", "x")]), 7)
+    results = applier.apply_batch(
+        join_entries([entry("a", "x"), entry("b", "y"), entry("a", "x")]), 7
+    )
     assert [r.result for r in results] == [1, 2, 1]
     assert {r.index for r in results} == {7}
     assert machine.applied == [("x", None), ("y", None)]

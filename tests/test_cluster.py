@@ -96,7 +96,9 @@ def test_a_raising_apply_returns_the_error_and_the_cluster_goes_on(make_cluster:
     assert_all_equal(converged_hashes(cluster, range(3)))
 
 
-def test_a_retried_request_id_returns_the_first_outcome_and_applies_once(make_cluster: Make) -> None:
+def test_a_retried_request_id_returns_the_first_outcome_and_applies_once(
+    make_cluster: Make,
+) -> None:
     cluster = make_cluster(3, state_machine=RECORDING)
     first = cluster.execute(0, "x", {"n": 1}, request_id="req-1")
     again = cluster.execute(1, "x", {"n": 1}, request_id="req-1")

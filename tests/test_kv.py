@@ -35,7 +35,10 @@ def test_cas() -> None:
     assert run(kv, "cas", {"key": "k", "expected": True, "value": 4}) == {"ok": False, "value": 3}
     # a key holding null is present: expected null (absent) does not match it
     run(kv, "set", {"n": None})
-    assert run(kv, "cas", {"key": "n", "expected": None, "value": 1}) == {"ok": False, "value": None}
+    assert run(kv, "cas", {"key": "n", "expected": None, "value": 1}) == {
+        "ok": False,
+        "value": None,
+    }
 
 
 def test_keys_sorted_with_prefix() -> None:

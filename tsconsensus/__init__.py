@@ -95,6 +95,7 @@ __all__ = [
     "SystemClock",
     "Tailnet",
     "TailnetConfig",
+    "TailnetError",
     "TsconsensusError",
     "__version__",
     "build_tailnet",

@@ -21,6 +21,7 @@ return quickly without blocking.
 
 from __future__ import annotations
 
+import _socket
 import collections
 import concurrent.futures
 import enum
@@ -29,6 +30,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import queue
 import socket
 import struct
 import threading
@@ -39,6 +41,7 @@ from typing import Any, TypeVar
 import pysyncobj.tcp_connection as _pso_tcp_connection
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from ._applier import LogApplier, join_entries
@@ -46,6 +49,10 @@ from .authorization import Authorizer
 from .config import RaftConfig
 from .errors import TsconsensusError
 from .types import CommandResult, MemberStatus, NodeStatus, RaftState
+
+# Importing pysyncobj replaces socket.inet_ntop, on every OS, with a Windows-only version
+# (pysyncobj/win_inet_pton.py); put the real one back for the rest of the process.
+socket.inet_ntop = _socket.inet_ntop
 
 log = logging.getLogger("tsconsensus.raft")
 
@@ -100,7 +107,9 @@ class _SourceBindingSocketModule:
     """
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(socket, name)
+        value = getattr(socket, name)
+        setattr(self, name, value)  # looked up on every frame: resolve each name once
+        return value
 
     def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> socket.socket:
         sock = socket.socket(family, type)
@@ -126,7 +135,9 @@ class _FrameCompression:
     _STORED_LIMIT = 65535
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(zlib, name)
+        value = getattr(zlib, name)
+        setattr(self, name, value)
+        return value
 
     def compress(self, data: bytes, level: int = -1) -> bytes:
         if len(data) > self._STORED_LIMIT:
@@ -197,10 +208,23 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
     """SyncObj whose frames are authenticated by a :class:`FrameAuthenticator`."""
 
     def __init__(self, *args: Any, authenticator: FrameAuthenticator, **kwargs: Any) -> None:
-        # Set before SyncObj.__init__ so that pysyncobj counts it as its own attribute and
-        # never puts it into a snapshot.
+        # Set before SyncObj.__init__ so that pysyncobj counts them as its own attributes and
+        # never puts them into a snapshot.
         self._tsc_authenticator = authenticator
+        self._tsc_tick_thread: list[int | None] = [None]
         super().__init__(*args, **kwargs)
+
+    def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None) -> None:
+        if threading.get_ident() != self._tsc_tick_thread[0]:
+            super()._applyCommand(command, callback, commandType)
+            return
+        # On the Raft thread the next tick is about to run anyway: queue without writing to
+        # pysyncobj's wake-up pipe, which would cost two syscalls and an idle tick per command.
+        item = command if commandType is None else bytes((commandType,)) + command
+        try:
+            self._SyncObj__commandsQueue.put_nowait((item, callback))
+        except queue.Full:
+            self._SyncObj__callErrCallback(FAIL_REASON.QUEUE_FULL, callback)
 
     @property
     def encryptor(self) -> FrameAuthenticator:
@@ -241,6 +265,12 @@ class _AuthorizingTransport(TCPTransport):  # type: ignore[misc]
         super()._onNewIncomingConnection(conn)
 
     def _connectIfNecessarySingle(self, node: Any) -> bool:
+        # Runs every tick for every node: decide cheaply unless a dial is actually due.
+        conn = self._connections.get(node)
+        if conn is not None and conn.state != CONNECTION_STATE.DISCONNECTED:
+            return True
+        if not self._shouldConnect(node):
+            return False
         if not self._authorizer.may_dial(split_node_id(node.id)[0]):
             return False
         _source.host = self._source_host
@@ -257,7 +287,7 @@ class _ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
         super().__init__()
         self._applier = applier
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[misc,untyped-decorator,unused-ignore]
     def apply_entries(self, entry: bytes) -> list[CommandResult]:
         # pysyncobj increments its applied index after this returns.
         index = self._syncObj.raftLastApplied + 1
@@ -372,6 +402,7 @@ class RaftNode:
         self._thread.start()
 
     def _run(self) -> None:
+        self._sync._tsc_tick_thread[0] = threading.get_ident()
         while not self._stopping.is_set():
             try:
                 while self._calls:

@@ -56,7 +56,9 @@ class NodeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+    def request(
+        self, method: str, path: str, body: Any = None, timeout: float | None = None
+    ) -> Any:
         """Send one request; return the decoded JSON body of a 200, raise for anything else."""
         response = self._send(method, path, body, timeout)
         try:

@@ -113,18 +113,30 @@ class RaftConfig:
             "compaction_min_interval_s",
         ):
             _check_positive(f"raft.{name}", getattr(self, name))
-        if self.election_timeout_max_s < self.election_timeout_min_s:
+        if self.election_timeout_max_s <= self.election_timeout_min_s:
             raise ConfigError(
                 "raft.election_timeout_max_s",
                 self.election_timeout_max_s,
-                f"must be at least raft.election_timeout_min_s ({self.election_timeout_min_s})",
+                f"must be more than raft.election_timeout_min_s ({self.election_timeout_min_s})",
             )
-        if self.heartbeat_interval_s * 2 > self.election_timeout_min_s:
+        if self.election_timeout_min_s <= 3 * self.heartbeat_interval_s:
             raise ConfigError(
                 "raft.heartbeat_interval_s",
                 self.heartbeat_interval_s,
-                "must be at most half of raft.election_timeout_min_s "
+                "must be under a third of raft.election_timeout_min_s "
                 f"({self.election_timeout_min_s}) or followers start needless elections",
+            )
+        if self.leader_lease_timeout_s <= self.heartbeat_interval_s:
+            raise ConfigError(
+                "raft.leader_lease_timeout_s",
+                self.leader_lease_timeout_s,
+                f"must be more than raft.heartbeat_interval_s ({self.heartbeat_interval_s})",
+            )
+        if self.connection_timeout_s < self.election_timeout_max_s:
+            raise ConfigError(
+                "raft.connection_timeout_s",
+                self.connection_timeout_s,
+                f"must be at least raft.election_timeout_max_s ({self.election_timeout_max_s})",
             )
         if self.compaction_min_entries < 2:
             raise ConfigError(

@@ -111,6 +111,7 @@ class StaticTailnet:
             )
         if not any(p.is_self for p in built):
             raise TailnetError(f"static tailnet: own address {self._self_address} is not a peer")
+        self._by_address = {a: p for p in built for a in p.addresses}
         self._peers = tuple(built)
 
     def self_peer(self) -> Peer:
@@ -120,8 +121,10 @@ class StaticTailnet:
         return [p for p in self._peers if not p.is_self]
 
     def whois(self, ip: str, port: int) -> Peer | None:
-        ip = normalize_ip(ip)
-        for p in self._peers:
-            if ip in p.addresses:
-                return p
-        return None
+        peer = self._by_address.get(ip)  # the common case: already canonical text
+        if peer is None:
+            try:
+                peer = self._by_address.get(normalize_ip(ip))
+            except ValueError:
+                return None
+        return peer

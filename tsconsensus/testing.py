@@ -309,7 +309,9 @@ class LocalCluster:
         ``among`` defaults to the nodes that are running.
         """
         leaders = []
-        candidates = among if among is not None else [i for i in range(self.size) if self.running(i)]
+        candidates = (
+            among if among is not None else [i for i in range(self.size) if self.running(i)]
+        )
         for i in candidates:
             try:
                 if self.status(i)["state"] == "leader":

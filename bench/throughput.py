@@ -1,0 +1,132 @@
+"""Throughput of ``execute_command`` on a 3-node local cluster (prints figures; not a test).
+
+Node 1 runs in this process (it is where ``execute_command`` is called); nodes 2 and 3 are
+separate ``tsc node start`` processes. All on loopback addresses, static tailnet, in memory.
+Node 1 gets shorter election timeouts so it (nearly always) becomes the leader; a run through a
+follower is measured too, since followers forward to the leader.
+
+    .venv/bin/python bench/throughput.py [--seconds 3] [--rounds 3]
+
+Figures are medians over rounds; the machine is shared and noisy, so compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+import tsconsensus as tsc
+from tsconsensus.testing import LocalCluster
+
+
+def sequential(node: tsc.Consensus, seconds: float) -> float:
+    done = 0
+    end = time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        node.execute_command(tsc.Command("set", {f"k{done % 1000}": done}))
+        done += 1
+    return done / (time.perf_counter() - start)
+
+
+def concurrent(call: object, callers: int, seconds: float) -> float:
+    counts = [0] * callers
+    stop = time.perf_counter() + seconds
+
+    def worker(c: int) -> None:
+        i = 0
+        while time.perf_counter() < stop:
+            call(c, i)  # type: ignore[operator]
+            i += 1
+        counts[c] = i
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(worker, range(callers)))
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per figure")
+    parser.add_argument("--callers", type=int, default=64, help="concurrent callers")
+    args = parser.parse_args()
+
+    base = f"127.{random.randint(2, 250)}.{random.randint(0, 250)}.1"
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = LocalCluster(Path(tmp), nodes=3, base_address=base, persistent=False)
+        cluster.write()
+        slow = {"election_timeout_min_s": 1.5, "election_timeout_max_s": 3.0}
+        cluster.raft_overrides = slow
+        cluster.write()
+        fast = tsc.RaftConfig(
+            heartbeat_interval_s=0.05, election_timeout_min_s=0.3, election_timeout_max_s=0.5
+        )
+        config = cluster.config(0)
+        config = tsc.Config(
+            cluster=config.cluster, ports=config.ports, raft=fast, tailnet=config.tailnet
+        )
+        try:
+            for i in (1, 2):
+                cluster.start_node(i)
+            node = tsc.start_from_config(config)
+            try:
+                node.wait_for_leader(timeout=30)
+                deadline = time.monotonic() + 10
+                while any(not m.connected for m in node.status().members):
+                    if time.monotonic() > deadline:
+                        raise tsc.TsconsensusError("nodes 2 and 3 did not connect")
+                    time.sleep(0.05)
+                print(f"cluster {cluster.addresses}, node1 is {node.status().state.value}")
+                results: dict[str, list[float]] = {}
+                http_clients = [
+                    httpx.Client(
+                        base_url=f"http://{cluster.command_address(c % 3)}",
+                        transport=httpx.HTTPTransport(local_address=cluster.addresses[c % 3]),
+                        timeout=30,
+                    )
+                    for c in range(args.callers)
+                ]
+
+                def lib_call(c: int, i: int) -> None:
+                    node.execute_command(tsc.Command("set", {f"c{c}": i}))
+
+                def http_call(c: int, i: int) -> None:
+                    r = http_clients[c].post(
+                        "/v1/execute", json={"name": "set", "args": {f"h{c}": i}}
+                    )
+                    r.raise_for_status()
+
+                for _ in range(args.rounds):
+                    results.setdefault("execute_command, 1 caller (cmd/s)", []).append(
+                        sequential(node, args.seconds)
+                    )
+                    results.setdefault(
+                        f"execute_command, {args.callers} callers (cmd/s)", []
+                    ).append(concurrent(lib_call, args.callers, args.seconds))
+                    results.setdefault(
+                        f"HTTP /v1/execute over 3 nodes, {args.callers} callers (cmd/s)", []
+                    ).append(concurrent(http_call, args.callers, args.seconds))
+                for client in http_clients:
+                    client.close()
+                for label, values in results.items():
+                    shown = ", ".join(f"{v:,.0f}" for v in values)
+                    print(f"{label:60s} median {statistics.median(values):8,.0f}   ({shown})")
+            finally:
+                node.stop()
+        finally:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    main()

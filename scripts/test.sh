@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up a virtualenv with the dev extras, then lint, type-check and run the test suite.
+# Extra arguments go to pytest (e.g. scripts/test.sh -m soak, scripts/test.sh -k cluster).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+.venv/bin/ruff check tsconsensus commands tests examples bench
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"

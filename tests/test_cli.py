@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from commands import exit_codes
+from commands.app import app
+from tsconsensus.testing import LocalCluster
+
+from .cli import run_cli
+from .conftest import unique_loopback_base
+
+Make = Callable[..., LocalCluster]
+
+
+def test_bad_json_in_args_is_one_red_line_and_usage_code(tmp_path: Path) -> None:
+    result = run_cli("exec", "--address", "127.0.0.1:1", "--name", "set", "--args", "{bad")
+    assert result.code == exit_codes.USAGE
+    assert result.stderr.strip().count("\n") == 0
+    assert "--args is not valid JSON" in result.stderr
+
+
+def test_unreachable_node_is_one_line_and_its_code() -> None:
+    result = run_cli("exec", "--address", "127.0.0.1:9", "--name", "get", "--args", "{}")
+    assert result.code == exit_codes.UNREACHABLE
+    assert "cannot reach" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_missing_config_is_a_config_error(tmp_path: Path) -> None:
+    result = run_cli("status", "--config", str(tmp_path / "none.toml"))
+    assert result.code == exit_codes.CONFIG
+    assert "cannot be read" in result.stderr
+
+
+def test_args_from_a_file_and_from_stdin(make_cluster: Make, tmp_path: Path) -> None:
+    cluster = make_cluster(3)
+    cfg = str(cluster.config_path(1))
+    args_file = tmp_path / "args.json"
+    args_file.write_text('{"from_file": 1}')
+    assert run_cli("exec", "-c", cfg, "-n", "set", "-a", f"@{args_file}").code == 0
+    assert run_cli("exec", "-c", cfg, "-n", "set", "-a", "-", input='{"from_stdin": 2}').code == 0
+    got = run_cli("exec", "-c", cfg, "-n", "get", "-a", '{"key": "from_stdin"}', "--json")
+    assert json.loads(got.stdout)["result"] == 2
+    failed = run_cli("exec", "-c", cfg, "-n", "nope", "--json")
+    assert failed.code == exit_codes.FAILED
+    assert json.loads(failed.stdout)["error"].startswith("unknown command")
+
+
+def _walk(command: Any, path: str = "tsc") -> list[tuple[str, Any]]:
+    found = [(path, command)]
+    for name, sub in (getattr(command, "commands", None) or {}).items():
+        found += _walk(sub, f"{path} {name}")
+    return found
+
+
+def test_every_command_and_option_has_help_text() -> None:
+    root = typer.main.get_command(app)
+    for path, command in _walk(root):
+        assert command.help or command.short_help, f"{path} has no help"
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert param.help, f"{path} {param.opts} has no help"
+        if not getattr(command, "commands", None):
+            assert "Example:" in (command.help or ""), f"{path} has no example"
+
+
+def test_the_real_tsc_binary_against_a_real_cluster(tmp_path: Path) -> None:
+    tsc = [sys.executable, "-m", "commands"]
+    directory = tmp_path / "dev"
+    base = unique_loopback_base()
+    env = dict(os.environ)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*tsc, *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+
+    up = run("dev", "up", "--nodes", "3", "--dir", str(directory), "--base-address", base, "--json")
+    try:
+        assert up.returncode == 0, up.stderr
+        nodes = json.loads(up.stdout)
+        assert len(nodes) == 3 and sum(n["state"] == "leader" for n in nodes) == 1
+        node2 = str(directory / "node2.toml")
+        done = run("exec", "--config", node2, "--name", "set", "--args", '{"k": 1}', "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["result"] == {"k": None}
+        status = run("status", "--config", str(directory / "node3.toml"), "--json")
+        assert status.returncode == 0, status.stderr
+        body = json.loads(status.stdout)
+        assert (
+            body["leader"] is not None and body["applied_index"] >= json.loads(done.stdout)["index"]
+        )
+        table = run("status", "--config", node2)
+        assert table.returncode == 0 and "leader" in table.stdout
+    finally:
+        down = run("dev", "down", "--dir", str(directory))
+    assert down.returncode == 0, down.stderr
+    for n in nodes:
+        assert (
+            not Path(f"/proc/{n['pid']}").exists()
+            or "Z" in Path(f"/proc/{n['pid']}/stat").read_text().split()[2]
+        )

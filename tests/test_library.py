@@ -1,0 +1,117 @@
+"""The library API in-process, as a Python developer would use it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tsconsensus as tsc
+from tsconsensus.testing import RecordingStateMachine
+
+from .conftest import FAST_RAFT, unique_loopback_base
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_example_runs_and_is_the_example_file() -> None:
+    example = (ROOT / "examples" / "counter.py").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert example.strip() in readme, "README's library example drifted from examples/counter.py"
+    base = unique_loopback_base().rsplit(".", 1)[0]
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import runpy; runpy.run_path('examples/counter.py', run_name='x')['main']({base!r})",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    values = [int(v) for v in re.findall(r"-> (\d+) at index", run.stdout)]
+    assert values == [10, 20, 30]
+    assert "error comes back as data: unknown command 'multiply'" in run.stdout
+
+
+def _cluster(base: str, machines: list[tsc.StateMachine], **cfg: object) -> list[tsc.Consensus]:
+    peers = [tsc.StaticPeer(f"{base}.{i + 1}", tags=("tag:t",)) for i in range(len(machines))]
+    config = tsc.Config(raft=tsc.RaftConfig(**FAST_RAFT), **cfg)  # type: ignore[arg-type]
+    nodes = []
+    try:
+        for peer, machine in zip(peers, machines, strict=True):
+            nodes.append(
+                tsc.start(tsc.StaticTailnet(peer.address, peers), machine, "tag:t", config)
+            )
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
+def test_execute_from_any_node_async_too() -> None:
+    import asyncio
+
+    machines = [RecordingStateMachine() for _ in range(3)]
+    nodes = _cluster(unique_loopback_base().rsplit(".", 1)[0], machines)  # type: ignore[arg-type]
+    try:
+        nodes[0].wait_for_leader(15)
+        assert nodes[2].execute_command(tsc.Command("a", 1)).result == 1
+
+        async def run() -> list[tsc.CommandResult]:
+            return await asyncio.gather(
+                *(n.execute_command_async(tsc.Command("b", i)) for i, n in enumerate(nodes))
+            )
+
+        results = asyncio.run(run())
+        assert sorted(r.result for r in results) == [2, 3, 4]  # type: ignore[type-var]
+        status = nodes[1].status()
+        assert status.leader is not None and status.term >= 1
+        assert len(status.members) == 3
+    finally:
+        for node in nodes:
+            node.stop()
+    assert machines[0].applied == machines[1].applied == machines[2].applied
+
+
+def test_a_node_without_the_tag_cannot_start() -> None:
+    base = unique_loopback_base().rsplit(".", 1)[0]
+    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:other",))]
+    with pytest.raises(tsc.NotTaggedError, match="does not carry the cluster tag tag:t"):
+        tsc.start(tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t")
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    import socket
+
+    base = unique_loopback_base().rsplit(".", 1)[0]
+    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
+    with socket.socket() as blocker:
+        blocker.bind((f"{base}.1", 6271))
+        blocker.listen()
+        with pytest.raises(tsc.TsconsensusError, match=r"cannot listen on .*6271"):
+            tsc.start(tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t")
+    # nothing was left bound: the same node starts now
+    node = tsc.start(tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t")
+    node.stop()
+
+
+def test_bad_arguments_raise_before_anything_is_committed() -> None:
+    base = unique_loopback_base().rsplit(".", 1)[0]
+    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
+    node = tsc.start(tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t")
+    try:
+        node.wait_for_leader(10)
+        with pytest.raises(tsc.InvalidCommandError):
+            node.execute_command(tsc.Command("set", {"x": float("inf")}))
+        with pytest.raises(tsc.InvalidCommandError):
+            node.execute_command(tsc.Command("set", {"x": "y" * 2_000_000}))
+        assert node.execute_command(tsc.Command("keys", {})).result == []
+    finally:
+        node.stop()
