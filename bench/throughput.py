@@ -21,8 +21,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
 import tsconsensus as tsc
 from tsconsensus.testing import LocalCluster
 
@@ -88,23 +86,8 @@ def main() -> None:
                     time.sleep(0.05)
                 print(f"cluster {cluster.addresses}, node1 is {node.status().state.value}")
                 results: dict[str, list[float]] = {}
-                http_clients = [
-                    httpx.Client(
-                        base_url=f"http://{cluster.command_address(c % 3)}",
-                        transport=httpx.HTTPTransport(local_address=cluster.addresses[c % 3]),
-                        timeout=30,
-                    )
-                    for c in range(args.callers)
-                ]
-
                 def lib_call(c: int, i: int) -> None:
                     node.execute_command(tsc.Command("set", {f"c{c}": i}))
-
-                def http_call(c: int, i: int) -> None:
-                    r = http_clients[c].post(
-                        "/v1/execute", json={"name": "set", "args": {f"h{c}": i}}
-                    )
-                    r.raise_for_status()
 
                 for _ in range(args.rounds):
                     results.setdefault("execute_command, 1 caller (cmd/s)", []).append(
@@ -113,11 +96,6 @@ def main() -> None:
                     results.setdefault(
                         f"execute_command, {args.callers} callers (cmd/s)", []
                     ).append(concurrent(lib_call, args.callers, args.seconds))
-                    results.setdefault(
-                        f"HTTP /v1/execute over 3 nodes, {args.callers} callers (cmd/s)", []
-                    ).append(concurrent(http_call, args.callers, args.seconds))
-                for client in http_clients:
-                    client.close()
                 for label, values in results.items():
                     shown = ", ".join(f"{v:,.0f}" for v in values)
                     print(f"{label:60s} median {statistics.median(values):8,.0f}   ({shown})")
