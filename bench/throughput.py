@@ -86,6 +86,7 @@ def main() -> None:
                     time.sleep(0.05)
                 print(f"cluster {cluster.addresses}, node1 is {node.status().state.value}")
                 results: dict[str, list[float]] = {}
+
                 def lib_call(c: int, i: int) -> None:
                     node.execute_command(tsc.Command("set", {f"c{c}": i}))
 

@@ -3,14 +3,16 @@
 Every committed log entry goes through :meth:`LogApplier.apply` on every node, in log order, on
 the Raft thread. It adds, identically everywhere:
 - exactly-once: an entry whose request id was seen before returns the first outcome and is not
-  applied again (the last ``dedup_window`` ids are remembered, oldest forgotten first);
+  applied again. Ids are remembered for ``window_s`` seconds of *log time* (the submitting
+  node's clock, stamped into each entry and never allowed to run backwards, so every node
+  forgets the same ids at the same entry), and at most ``max_entries`` of them;
 - containment: whatever the user's ``apply`` raises becomes an error result, never an
   exception that would stop the Raft thread;
 - JSON results: a result that is not JSON becomes an error result.
 
 A command is JSON ``{"r": request_id, "n": name, "a": args}`` (:func:`encode_entry`); a log
-entry is a JSON array of commands submitted together (:func:`join_entries`), applied in order
-and all reported at the entry's log index.
+entry is ``{"t": stamp, "c": [commands]}``, commands submitted together (:func:`join_entries`),
+applied in order and all reported at the entry's log index.
 Snapshots hold the remembered outcomes and the user's own ``snapshot()`` bytes; nothing is
 pickled.
 """
@@ -46,9 +48,13 @@ def encode_entry(request_id: str, command: Command) -> bytes:
         raise InvalidCommandError(f"command args are not JSON: {exc}") from None
 
 
-def join_entries(entries: list[bytes]) -> bytes:
-    """One log entry carrying several encoded commands, to be applied in this order."""
-    return b"[" + b",".join(entries) + b"]"
+def join_entries(entries: list[bytes], stamp: float) -> bytes:
+    """One log entry carrying several encoded commands, to be applied in this order.
+
+    ``stamp`` is the submitting node's wall-clock time; it only decides when request ids are
+    forgotten.
+    """
+    return b'{"t":%.3f,"c":[%s]}' % (stamp, b",".join(entries))
 
 
 def _describe(exc: BaseException) -> str:
@@ -59,10 +65,15 @@ def _describe(exc: BaseException) -> str:
 class LogApplier:
     """Applies committed entries to a :class:`StateMachine`. Raft thread only; never raises."""
 
-    def __init__(self, machine: StateMachine, dedup_window: int) -> None:
+    def __init__(
+        self, machine: StateMachine, *, window_s: float = 120.0, max_entries: int = 100_000
+    ) -> None:
         self._machine = machine
-        self._window = dedup_window
-        self._seen: OrderedDict[str, CommandResult] = OrderedDict()
+        self._window_s = window_s
+        self._max_entries = max_entries
+        self._log_time = 0.0
+        # request id -> (outcome, log time it was first applied at), oldest first
+        self._seen: OrderedDict[str, tuple[CommandResult, float]] = OrderedDict()
         self.applied_commands = 0
         self.failed_commands = 0
 
@@ -74,12 +85,27 @@ class LogApplier:
         """Apply every command of a :func:`join_entries` entry, in order."""
         try:
             decoded = json.loads(entry)
-            if not isinstance(decoded, list):
-                raise ValueError("log entry is not a JSON array")
+            commands = decoded["c"]
+            stamp = float(decoded["t"])
+            if not isinstance(commands, list):
+                raise ValueError("log entry has no command list")
         except Exception as exc:  # a corrupt entry must not stop the cluster either
             log.error("undecodable log entry at index %d: %s", index, exc)
             return []
-        return [self._apply_decoded(item, index) for item in decoded]
+        self._advance(stamp)
+        return [self._apply_decoded(item, index) for item in commands]
+
+    def _advance(self, stamp: float) -> None:
+        """Move log time forward (never back) and forget ids older than the window."""
+        if stamp > self._log_time:
+            self._log_time = stamp
+        horizon = self._log_time - self._window_s
+        seen = self._seen
+        while seen:
+            oldest = next(iter(seen.values()))
+            if oldest[1] >= horizon:
+                break
+            seen.popitem(last=False)
 
     def apply(self, entry: bytes, index: int) -> CommandResult:
         """Apply one :func:`encode_entry` command."""
@@ -98,7 +124,7 @@ class LogApplier:
             return CommandResult(None, f"malformed command in the log: {exc}", index)
         earlier = self._seen.get(request_id)
         if earlier is not None:
-            return earlier
+            return earlier[0]
         outcome = self._run(command, index)
         self._remember(request_id, outcome)
         return outcome
@@ -114,8 +140,8 @@ class LogApplier:
         return CommandResult(result, None, index)
 
     def _remember(self, request_id: str, outcome: CommandResult) -> None:
-        self._seen[request_id] = outcome
-        while len(self._seen) > self._window:
+        self._seen[request_id] = (outcome, self._log_time)
+        while len(self._seen) > self._max_entries:
             self._seen.popitem(last=False)
 
     def snapshot(self) -> bytes:
@@ -123,7 +149,10 @@ class LogApplier:
         header = json.dumps(
             {
                 "version": 1,
-                "seen": [[rid, o.result, o.error, o.index] for rid, o in self._seen.items()],
+                "log_time": self._log_time,
+                "seen": [
+                    [rid, o.result, o.error, o.index, t] for rid, (o, t) in self._seen.items()
+                ],
             },
             separators=(",", ":"),
         ).encode()
@@ -132,11 +161,12 @@ class LogApplier:
     def restore(self, data: bytes) -> None:
         """Replace everything with a :meth:`snapshot`; raises ValueError on foreign bytes."""
         header, machine_bytes = split_snapshot(data)
-        seen: OrderedDict[str, CommandResult] = OrderedDict()
-        for rid, result, error, index in header["seen"]:
-            seen[rid] = CommandResult(result, error, index)
+        seen: OrderedDict[str, tuple[CommandResult, float]] = OrderedDict()
+        for rid, result, error, index, stamp in header["seen"]:
+            seen[rid] = (CommandResult(result, error, index), stamp)
         self._machine.restore(machine_bytes)
         self._seen = seen
+        self._log_time = float(header["log_time"])
 
 
 def split_snapshot(data: bytes) -> tuple[dict[str, Any], bytes]:

@@ -25,6 +25,7 @@ import _socket
 import collections
 import concurrent.futures
 import enum
+import gzip
 import hashlib
 import hmac
 import ipaddress
@@ -34,10 +35,12 @@ import queue
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import pysyncobj.serializer as _pso_serializer
 import pysyncobj.tcp_connection as _pso_tcp_connection
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.monotonic import monotonic as _pso_monotonic
@@ -56,6 +59,23 @@ from .types import CommandResult, MemberStatus, NodeStatus, RaftState
 socket.inet_ntop = _socket.inet_ntop
 
 log = logging.getLogger("tsconsensus.raft")
+
+
+class _ResentEntriesFilter(logging.Filter):
+    """Drops pysyncobj's "truncating already-applied log entries" alarm.
+
+    pysyncobj rewinds a follower's next index whenever an older acknowledgement arrives, so a
+    busy leader re-sends entries the follower already holds; the follower then truncates and
+    re-adds the same entries (same term, same content) and logs a CRITICAL "may have diverged".
+    Applied entries are committed, and Raft never replaces committed entries with different
+    ones, so what is being replaced is always identical: the alarm is noise here.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("truncating already-applied log entries")
+
+
+logging.getLogger("pysyncobj.syncobj").addFilter(_ResentEntriesFilter())
 
 T = TypeVar("T")
 
@@ -167,6 +187,24 @@ class _FrameCompression:
         return zlib.decompress(data)
 
 
+class _FastGzip:
+    """Stands in for ``gzip`` inside ``pysyncobj.serializer``: snapshots are written at level 1.
+
+    pysyncobj writes snapshots on the Raft thread (we do not let it fork a threaded process);
+    gzip's default level 9 would stall the cluster for a large state, level 1 is several times
+    faster for a slightly larger file.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(gzip, name)
+
+    @staticmethod
+    def GzipFile(*args: Any, **kwargs: Any) -> gzip.GzipFile:
+        kwargs.setdefault("compresslevel", 1)
+        return gzip.GzipFile(*args, **kwargs)
+
+
+_pso_serializer.gzip = _FastGzip()  # type: ignore[assignment]
 _pso_tcp_connection.socket = _SourceBindingSocketModule()  # type: ignore[assignment]
 _pso_tcp_connection.zlib = _FrameCompression()  # type: ignore[assignment]
 
@@ -238,7 +276,8 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         """On the leader: seconds until the next append-entries is due; None elsewhere."""
         if not self._isLeader():
             return None
-        return max(0.0, float(self._SyncObj__newAppendEntriesTime) - _pso_monotonic())
+        next_send: float = getattr(self, "_SyncObj__newAppendEntriesTime")  # noqa: B009
+        return max(0.0, next_send - float(_pso_monotonic()))
 
     def _SyncObj__applyLogEntries(self) -> bool:
         need_send = bool(SyncObj._SyncObj__applyLogEntries(self))
@@ -248,8 +287,9 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         if now < self._tsc_forwarded_until:
             return True
         due = now + COMMIT_PUSH_DELAY_S
-        if due < self._SyncObj__newAppendEntriesTime:
-            self._SyncObj__newAppendEntriesTime = due
+        next_send: float = getattr(self, "_SyncObj__newAppendEntriesTime")  # noqa: B009
+        if due < next_send:
+            setattr(self, "_SyncObj__newAppendEntriesTime", due)  # noqa: B010
         return False
 
     def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None) -> None:
@@ -501,7 +541,9 @@ class RaftNode:
                 entries.append(entry)
                 callbacks.append(callback)
                 size += len(entry) + 1
-            self._log.apply_entries(join_entries(entries), callback=_fan_out(callbacks))
+            self._log.apply_entries(
+                join_entries(entries, time.time()), callback=_fan_out(callbacks)
+            )
 
     def _state_changed(self, old: int, new: int) -> None:
         if self._on_state_change is not None:

@@ -97,11 +97,13 @@ class RaftConfig:
     """A leader that has not heard from a majority for this long steps down."""
     connection_timeout_s: float = 3.5
     """A Raft connection silent for this long is considered dead and re-dialled."""
-    compaction_min_entries: int = 5000
+    compaction_min_entries: int = 50_000
     compaction_min_interval_s: float = 300.0
     """A snapshot is taken once the log holds this many entries, or this long after the last."""
-    dedup_window: int = 100_000
-    """How many recent request ids (with their outcomes) are remembered for exactly-once retries."""
+    dedup_window_s: float = 120.0
+    """How long a request id (with its outcome) is remembered, so a retry is not applied twice."""
+    dedup_max_entries: int = 100_000
+    """At most this many request ids are remembered (oldest forgotten first)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -142,8 +144,11 @@ class RaftConfig:
             raise ConfigError(
                 "raft.compaction_min_entries", self.compaction_min_entries, "must be at least 2"
             )
-        if self.dedup_window < 1:
-            raise ConfigError("raft.dedup_window", self.dedup_window, "must be at least 1")
+        _check_positive("raft.dedup_window_s", self.dedup_window_s)
+        if self.dedup_max_entries < 1:
+            raise ConfigError(
+                "raft.dedup_max_entries", self.dedup_max_entries, "must be at least 1"
+            )
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,11 @@ def start(
         {node_id} | {f"{p.address}:{raft_port}" for p in tailnet.peers() if p.has_tag(cluster_tag)}
     )
     authorizer = Authorizer(tailnet, cluster_tag)
-    applier = LogApplier(state_machine, config.raft.dedup_window)
+    applier = LogApplier(
+        state_machine,
+        window_s=config.raft.dedup_window_s,
+        max_entries=config.raft.dedup_max_entries,
+    )
     max_entry = config.command.max_body_bytes + 1024
     raft = RaftNode(
         node_id=node_id,
