@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .client import NodeClient
-from .config import Config, PortsConfig
-from .errors import NodeUnreachableError, NoLeaderError, TsconsensusError
-from .types import JSON, Command
+from ..client import NodeClient
+from ..config import Config, PortsConfig
+from ..errors import NodeUnreachableError, NoLeaderError, TsconsensusError
+from ..types import JSON, Command
 
 MANIFEST = "cluster.json"
 
@@ -145,7 +145,7 @@ class LocalCluster:
             },
             "tailnet": {"backend": "static", "address": self.addresses[i], "peers": peers},
         }
-        from .config import from_mapping
+        from ..config import from_mapping
 
         return from_mapping(data)
 

@@ -1,0 +1,20 @@
+"""Helpers for trying tsconsensus and testing code built on it, without Tailscale.
+
+- :class:`LocalCluster`: N real node processes on loopback addresses (``tsc dev up``).
+- :class:`RecordingStateMachine`: a deterministic machine that records what it applied.
+- :class:`LocalAPIEmulator`: a fake tailscaled LocalAPI on a unix socket, whose nodes can be
+  tagged, untagged and taken offline while it runs.
+"""
+
+from __future__ import annotations
+
+from .cluster import LocalCluster, RecordingStateMachine, node_command
+from .emulator import EmulatedNode, LocalAPIEmulator
+
+__all__ = [
+    "EmulatedNode",
+    "LocalAPIEmulator",
+    "LocalCluster",
+    "RecordingStateMachine",
+    "node_command",
+]

@@ -1,0 +1,235 @@
+"""A tailscaled LocalAPI emulator: a real HTTP server on a unix socket.
+
+It serves the JSON shapes tailscaled serves (DESIGN section 7) for ``GET /localapi/v0/status``
+and ``GET /localapi/v0/whois?addr=IP:PORT``, for one "self" node and any number of peers, and
+lets a test change the tailnet while it runs: add nodes, tag and untag them, take them offline,
+stop the backend, and map userspace-networking sources (``127.0.0.1:PORT``) to peers.
+
+    emu = LocalAPIEmulator(socket_path, self_node=EmulatedNode("n1", ["100.64.0.1"], ["tag:db"]))
+    emu.start()
+    emu.add(EmulatedNode("n2", ["100.64.0.2"], ["tag:db"]))
+    emu.set_tags("n2", [])            # untagged: the Tags key disappears, as in tailscaled
+    emu.stop()
+
+Like tailscaled, it rejects requests whose Host is not ``local-tailscaled.sock`` and requests
+that carry an Origin or Referer header (403).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socketserver
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ..tailnet import normalize_ip
+
+HOST = "local-tailscaled.sock"
+
+
+@dataclass
+class EmulatedNode:
+    """One tailnet node as the emulator reports it."""
+
+    hostname: str
+    addresses: Sequence[str]
+    tags: Sequence[str] = ()
+    online: bool = True
+    node_id: str = ""
+    os: str = "linux"
+    tailnet: str = "example.ts.net"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.node_id:
+            self.node_id = f"n{abs(hash(self.hostname)) % 10**12:012d}CNTRL"
+
+    def peer_status(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "ID": self.node_id,
+            "PublicKey": f"nodekey:{self.node_id.lower():0<64}"[:72],
+            "HostName": self.hostname,
+            "DNSName": f"{self.hostname}.{self.tailnet}.",
+            "OS": self.os,
+            "UserID": 1,
+            "TailscaleIPs": list(self.addresses),
+            "Online": self.online,
+            "Active": self.online,
+            "RxBytes": 0,
+            "TxBytes": 0,
+            "LastSeen": "0001-01-01T00:00:00Z",
+            **self.extra,
+        }
+        if self.tags:  # tailscaled omits the key for untagged nodes
+            data["Tags"] = list(self.tags)
+        return data
+
+    def whois_node(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "ID": abs(hash(self.node_id)) % 10**9,
+            "StableID": self.node_id,
+            "Name": f"{self.hostname}.{self.tailnet}.",
+            "Addresses": [f"{a}/32" if ":" not in a else f"{a}/128" for a in self.addresses],
+            "Online": self.online,
+            "Hostinfo": {"Hostname": self.hostname, "OS": self.os},
+        }
+        if self.tags:
+            data["Tags"] = list(self.tags)
+        return data
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class LocalAPIEmulator:
+    """The fake tailscaled. Thread-safe; every change is visible to the next request."""
+
+    def __init__(self, socket_path: str | Path, self_node: EmulatedNode) -> None:
+        self.socket_path = str(socket_path)
+        self._lock = threading.Lock()
+        self._self = self_node
+        self._peers: dict[str, EmulatedNode] = {}
+        self._userspace: dict[str, str] = {}  # "127.0.0.1:PORT" -> hostname
+        self.backend_state = "Running"
+        self.requests = 0
+        self._server: _UnixHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> LocalAPIEmulator:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                status, body = emulator._handle(self.path, dict(self.headers.items()))
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._server = _UnixHTTPServer(self.socket_path, Handler)
+        os.chmod(self.socket_path, 0o666)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="localapi-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+    def __enter__(self) -> LocalAPIEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- changing the tailnet ---------------------------------------------------------------
+
+    def add(self, node: EmulatedNode) -> None:
+        with self._lock:
+            self._peers[node.hostname] = node
+
+    def remove(self, hostname: str) -> None:
+        with self._lock:
+            self._peers.pop(hostname, None)
+
+    def _node(self, hostname: str) -> EmulatedNode:
+        if hostname == self._self.hostname:
+            return self._self
+        return self._peers[hostname]
+
+    def set_tags(self, hostname: str, tags: Sequence[str]) -> None:
+        with self._lock:
+            self._node(hostname).tags = list(tags)
+
+    def set_online(self, hostname: str, online: bool) -> None:
+        with self._lock:
+            self._node(hostname).online = online
+
+    def map_userspace(self, source: str, hostname: str) -> None:
+        """Userspace networking: connections from ``source`` (``127.0.0.1:PORT``) are this
+        peer's (tailscaled proxies them in from loopback)."""
+        with self._lock:
+            self._userspace[source] = hostname
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def _handle(self, target: str, headers: dict[str, str]) -> tuple[int, Any]:
+        lower = {k.lower(): v for k, v in headers.items()}
+        if lower.get("host") != HOST or "origin" in lower or "referer" in lower:
+            return 403, {"error": "invalid localapi request"}
+        url = urlsplit(target)
+        with self._lock:
+            self.requests += 1
+            if url.path == "/localapi/v0/status":
+                return 200, self._status()
+            if url.path == "/localapi/v0/whois":
+                addr = (parse_qs(url.query).get("addr") or [""])[0]
+                return self._whois(addr)
+        return 404, {"error": f"no such endpoint {url.path}"}
+
+    def _status(self) -> dict[str, Any]:
+        me = self._self.peer_status()
+        return {
+            "Version": "1.90.0-emulated",
+            "BackendState": self.backend_state,
+            "TailscaleIPs": list(self._self.addresses),
+            "Self": me,
+            "Peer": {
+                f"nodekey:{p.node_id.lower():0<64}"[:72]: p.peer_status()
+                for p in self._peers.values()
+            },
+            "User": {"1": {"ID": 1, "LoginName": "tagged-devices", "DisplayName": "tagged"}},
+            "CurrentTailnet": {
+                "Name": self._self.tailnet,
+                "MagicDNSSuffix": self._self.tailnet,
+                "MagicDNSEnabled": True,
+            },
+        }
+
+    def _whois(self, addr: str) -> tuple[int, Any]:
+        hostname = self._userspace.get(addr)
+        node = None
+        if hostname is not None:
+            node = self._node(hostname) if hostname != self._self.hostname else self._self
+        else:
+            ip = addr.rsplit(":", 1)[0].strip("[]")
+            try:
+                ip = normalize_ip(ip)
+            except ValueError:
+                return 400, {"error": f"invalid addr {addr!r}"}
+            for candidate in (self._self, *self._peers.values()):
+                if ip in candidate.addresses:
+                    node = candidate
+                    break
+        if node is None:
+            return 404, {"error": "no match for IP:port"}
+        return 200, {
+            "Node": node.whois_node(),
+            "UserProfile": {"ID": 1, "LoginName": "tagged-devices", "DisplayName": "tagged"},
+            "CapMap": {},
+        }
