@@ -114,3 +114,30 @@ def test_a_retried_request_id_returns_the_first_outcome_and_applies_once(
     with cluster.monitor(survivors[0]) as m:
         _, data = m.snapshot()
     assert json.loads(data) == [["x", {"n": 1}], ["x", {"n": 2}]]
+
+
+def test_log_compaction_snapshots_and_a_node_that_missed_it_installs_the_snapshot(
+    make_cluster: Make,
+) -> None:
+    from .conftest import FAST_RAFT
+
+    cluster = make_cluster(3, raft_overrides={**FAST_RAFT, "compaction_min_entries": 40})
+    leader = cluster.wait_for_leader()
+    lagging = next(i for i in range(3) if i != leader)
+    cluster.stop_node(lagging, kill=True)
+    up = [i for i in range(3) if i != lagging]
+    for n in range(300):
+        assert cluster.execute(up[n % 2], "set", {f"k{n % 50}": n}).error is None
+    snapshots = [cluster.directory / f"node{i + 1}" / "raft.snapshot" for i in up]
+    assert all(p.exists() and p.stat().st_size > 0 for p in snapshots)
+    # the survivors' logs were compacted past what the lagging node has: it must be sent the
+    # snapshot (through StateMachine.snapshot/restore) to catch up
+    cluster.start_node(lagging)
+    cluster.wait_ready(timeout=30, among=[lagging])
+    assert cluster.execute(lagging, "get", {"key": "k49"}).result == 299
+    assert_all_equal(converged_hashes(cluster, range(3)))
+    # and a node restarted from its own snapshot + journal comes back with the same state
+    cluster.stop_node(up[0], kill=True)
+    cluster.start_node(up[0])
+    cluster.wait_ready(timeout=30, among=[up[0]])
+    assert_all_equal(converged_hashes(cluster, range(3)))
