@@ -8,15 +8,21 @@ Responses:
 - 403 the peer lacks the cluster tag; 413 body over ``command.max_body_bytes``;
 - 503 ``{"error": ..., "leader": null|"host:command_port"}`` when no leader confirmed the
   command within the timeout (retrying with the same ``request_id`` is safe).
+
+``POST /v1/join`` ``{"id": "host:raft_port"}``: add the calling node (a node may only add
+itself: the id's host must be the caller's address) to the configuration; forwarded to the
+leader; already a member is a 200 too. Answers ``{"members": [...], "leader": ...}``.
+``POST /v1/members/remove`` ``{"id": ...}``: remove a member (forwarded to the leader).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Protocol
 
 from ._http import Handler, Request, Response, error
-from .errors import InvalidCommandError, NoLeaderError
+from .errors import InvalidCommandError, JoinError, NoLeaderError
 from .types import Command, CommandResult
 
 MAX_TIMEOUT_S = 300.0
@@ -26,6 +32,15 @@ class CommandNode(Protocol):
     """What the command port needs from the node."""
 
     default_timeout_s: float
+
+    def members(self) -> list[str]: ...
+
+    @property
+    def leader(self) -> str | None: ...
+
+    def add_member(self, node_id: str, timeout: float = 10.0) -> None: ...
+
+    def remove_member(self, node_id: str, timeout: float = 10.0) -> None: ...
 
     async def execute_command_async(
         self, command: Command, *, request_id: str | None = None, timeout: float | None = None
@@ -81,4 +96,55 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
             200, {"result": outcome.result, "error": outcome.error, "index": outcome.index}
         )
 
-    return {("POST", "/v1/execute"): execute}
+    async def join(request: Request) -> Response:
+        try:
+            node_id = _member_id(request.body)
+        except ValueError as exc:
+            return error(400, str(exc))
+        host = node_id.rpartition(":")[0].strip("[]")
+        if host != request.peer[0]:
+            return error(403, f"a node may only ask to add itself ({request.peer[0]}), not {host}")
+        return await _change(node_id, add=True)
+
+    async def remove(request: Request) -> Response:
+        try:
+            node_id = _member_id(request.body)
+        except ValueError as exc:
+            return error(400, str(exc))
+        return await _change(node_id, add=False)
+
+    async def _change(node_id: str, add: bool) -> Response:
+        if (node_id in node.members()) == add:  # already done: joining twice is harmless
+            return Response(200, {"members": node.members(), "leader": node.leader})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + node.default_timeout_s
+        change = node.add_member if add else node.remove_member
+        while True:
+            try:
+                await loop.run_in_executor(None, change, node_id, max(0.5, deadline - loop.time()))
+                break
+            except JoinError as exc:
+                # One membership change at a time: a pending one denies the next; retry.
+                if loop.time() >= deadline:
+                    return error(503, str(exc), leader=node.command_address_of(node.leader))
+                await asyncio.sleep(0.1)
+        members = set(node.members())
+        members = members | {node_id} if add else members - {node_id}
+        return Response(200, {"members": sorted(members), "leader": node.leader})
+
+    return {
+        ("POST", "/v1/execute"): execute,
+        ("POST", "/v1/join"): join,
+        ("POST", "/v1/members/remove"): remove,
+    }
+
+
+def _member_id(body: bytes) -> str:
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from None
+    node_id = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(node_id, str) or ":" not in node_id:
+        raise ValueError('body must be {"id": "host:raft_port"}')
+    return node_id

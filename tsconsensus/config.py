@@ -58,9 +58,22 @@ class ClusterConfig:
     """``module:factory`` of the state machine ``tsc node start`` runs; empty = built-in KV."""
     secret: str = ""
     """Optional shared secret mixed into the Raft password (derived from the tag otherwise)."""
+    bootstrap_expect: int = 0
+    """0: every tagged peer present at first start is a member (fixed peer lists, ``static``).
+    N: a new node joins an existing cluster if any tagged peer is in one; otherwise it waits
+    until N tagged nodes are online and the N lowest ids form the first cluster together."""
+    follow_only: bool = False
+    """Never form a cluster: only join an existing one."""
+    join_timeout_s: float = 60.0
+    """How long a new node keeps trying to join or bootstrap before giving up."""
 
     def __post_init__(self) -> None:
         _check_tag("cluster.tag", self.tag)
+        if self.bootstrap_expect < 0:
+            raise ConfigError(
+                "cluster.bootstrap_expect", self.bootstrap_expect, "must be 0 or more"
+            )
+        _check_positive("cluster.join_timeout_s", self.join_timeout_s)
         if self.state_machine and ":" not in self.state_machine:
             raise ConfigError(
                 "cluster.state_machine", self.state_machine, "must look like 'module:factory'"

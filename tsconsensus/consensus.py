@@ -18,12 +18,14 @@ from ._executor import CommandExecutor
 from ._http import HttpServer
 from ._raft import FailReason, RaftNode, split_node_id
 from .authorization import Authorizer, cluster_password
+from .bootstrap import decide_members, write_members
+from .client import NodeClient
 from .clock import Clock, SystemClock
 from .command_server import command_routes
 from .config import Config
 from .errors import ClusterError, JoinError, NotTaggedError, TsconsensusError
 from .monitor_server import monitor_routes
-from .tailnet import Tailnet
+from .tailnet import Peer, Tailnet
 from .types import Command, CommandResult, NodeStatus, RaftState, StateMachine
 
 log = logging.getLogger("tsconsensus")
@@ -257,9 +259,30 @@ def start(
         )
     raft_port = config.ports.raft
     node_id = f"{me.address}:{raft_port}"
-    members = sorted(
-        {node_id} | {f"{p.address}:{raft_port}" for p in tailnet.peers() if p.has_tag(cluster_tag)}
+
+    def join(peer: Peer) -> list[str]:
+        address = f"{_host_for_url(peer.address)}:{config.ports.command}"
+        with NodeClient(
+            address, timeout=config.command.connect_timeout_s, source_address=me.address
+        ) as c:
+            answer = c.request("POST", "/v1/join", {"id": node_id})
+        members = answer.get("members") if isinstance(answer, dict) else None
+        if not isinstance(members, list):
+            raise JoinError(f"{address} answered a join without a member list")
+        return [str(m) for m in members]
+
+    members = decide_members(
+        me_id=node_id,
+        raft_port=raft_port,
+        tag=cluster_tag,
+        state_dir=config.storage.state_dir,
+        peers=tailnet.peers,
+        join=join,
+        bootstrap_expect=config.cluster.bootstrap_expect,
+        follow_only=config.cluster.follow_only,
+        timeout_s=config.cluster.join_timeout_s,
     )
+    write_members(config.storage.state_dir, members)
     authorizer = Authorizer(tailnet, cluster_tag)
     applier = LogApplier(
         state_machine,

@@ -169,9 +169,7 @@ class LocalAPIClient:
                     raise TailnetError(f"tailscaled sent an unreadable whois: {exc}") from None
                 break
             if response.status_code != 404:
-                raise TailnetError(
-                    f"tailscaled refused whois {key} (HTTP {response.status_code})"
-                )
+                raise TailnetError(f"tailscaled refused whois {key} (HTTP {response.status_code})")
             if time.monotonic() >= deadline:
                 peer = None
                 break

@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 from .cluster import LocalCluster, RecordingStateMachine, node_command
-from .emulator import EmulatedNode, LocalAPIEmulator
+from .emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
 
 __all__ = [
     "EmulatedNode",
+    "EmulatedTailnet",
     "LocalAPIEmulator",
     "LocalCluster",
     "RecordingStateMachine",

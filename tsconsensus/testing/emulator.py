@@ -18,6 +18,7 @@ that carry an Origin or Referer header (403).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socketserver
@@ -49,7 +50,8 @@ class EmulatedNode:
 
     def __post_init__(self) -> None:
         if not self.node_id:
-            self.node_id = f"n{abs(hash(self.hostname)) % 10**12:012d}CNTRL"
+            digest = hashlib.sha256(self.hostname.encode()).hexdigest()
+            self.node_id = f"n{int(digest[:12], 16) % 10**12:012d}CNTRL"
 
     def peer_status(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -73,7 +75,7 @@ class EmulatedNode:
 
     def whois_node(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "ID": abs(hash(self.node_id)) % 10**9,
+            "ID": int(hashlib.sha256(self.node_id.encode()).hexdigest()[:8], 16),
             "StableID": self.node_id,
             "Name": f"{self.hostname}.{self.tailnet}.",
             "Addresses": [f"{a}/32" if ":" not in a else f"{a}/128" for a in self.addresses],
@@ -89,19 +91,64 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
     daemon_threads = True
 
 
-class LocalAPIEmulator:
-    """The fake tailscaled. Thread-safe; every change is visible to the next request."""
+class EmulatedTailnet:
+    """The nodes of one tailnet, shared by the emulators of its hosts (one per node).
 
-    def __init__(self, socket_path: str | Path, self_node: EmulatedNode) -> None:
+    Changing a node here (tags, online) changes what every host's tailscaled reports.
+    """
+
+    def __init__(self, nodes: Sequence[EmulatedNode] = ()) -> None:
+        self.lock = threading.RLock()
+        self.nodes: dict[str, EmulatedNode] = {n.hostname: n for n in nodes}
+
+    def add(self, node: EmulatedNode) -> None:
+        with self.lock:
+            self.nodes[node.hostname] = node
+
+    def remove(self, hostname: str) -> None:
+        with self.lock:
+            self.nodes.pop(hostname, None)
+
+    def set_tags(self, hostname: str, tags: Sequence[str]) -> None:
+        with self.lock:
+            self.nodes[hostname].tags = list(tags)
+
+    def set_online(self, hostname: str, online: bool) -> None:
+        with self.lock:
+            self.nodes[hostname].online = online
+
+    def emulator(self, hostname: str, socket_path: str | Path) -> LocalAPIEmulator:
+        """The tailscaled of host ``hostname`` (not started)."""
+        return LocalAPIEmulator(socket_path, self.nodes[hostname], tailnet=self)
+
+
+class LocalAPIEmulator:
+    """The fake tailscaled of one host. Thread-safe; every change shows in the next request.
+
+    Its peers are the other nodes of ``tailnet`` (a private one if not given).
+    """
+
+    def __init__(
+        self,
+        socket_path: str | Path,
+        self_node: EmulatedNode,
+        *,
+        tailnet: EmulatedTailnet | None = None,
+    ) -> None:
         self.socket_path = str(socket_path)
-        self._lock = threading.Lock()
+        self.tailnet = tailnet or EmulatedTailnet()
+        self.tailnet.add(self_node)
+        self._lock = self.tailnet.lock
         self._self = self_node
-        self._peers: dict[str, EmulatedNode] = {}
         self._userspace: dict[str, str] = {}  # "127.0.0.1:PORT" -> hostname
         self.backend_state = "Running"
         self.requests = 0
         self._server: _UnixHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def _peers(self) -> dict[str, EmulatedNode]:
+        return {h: n for h, n in self.tailnet.nodes.items() if n is not self._self}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -150,25 +197,19 @@ class LocalAPIEmulator:
     # -- changing the tailnet ---------------------------------------------------------------
 
     def add(self, node: EmulatedNode) -> None:
-        with self._lock:
-            self._peers[node.hostname] = node
+        self.tailnet.add(node)
 
     def remove(self, hostname: str) -> None:
-        with self._lock:
-            self._peers.pop(hostname, None)
+        self.tailnet.remove(hostname)
 
     def _node(self, hostname: str) -> EmulatedNode:
-        if hostname == self._self.hostname:
-            return self._self
-        return self._peers[hostname]
+        return self.tailnet.nodes[hostname]
 
     def set_tags(self, hostname: str, tags: Sequence[str]) -> None:
-        with self._lock:
-            self._node(hostname).tags = list(tags)
+        self.tailnet.set_tags(hostname, tags)
 
     def set_online(self, hostname: str, online: bool) -> None:
-        with self._lock:
-            self._node(hostname).online = online
+        self.tailnet.set_online(hostname, online)
 
     def map_userspace(self, source: str, hostname: str) -> None:
         """Userspace networking: connections from ``source`` (``127.0.0.1:PORT``) are this
@@ -215,14 +256,14 @@ class LocalAPIEmulator:
         hostname = self._userspace.get(addr)
         node = None
         if hostname is not None:
-            node = self._node(hostname) if hostname != self._self.hostname else self._self
+            node = self.tailnet.nodes.get(hostname)
         else:
             ip = addr.rsplit(":", 1)[0].strip("[]")
             try:
                 ip = normalize_ip(ip)
             except ValueError:
                 return 400, {"error": f"invalid addr {addr!r}"}
-            for candidate in (self._self, *self._peers.values()):
+            for candidate in self.tailnet.nodes.values():
                 if ip in candidate.addresses:
                     node = candidate
                     break
