@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import dev, execute, node, status
+from . import dev, execute, node, peers, status
 from .exit_codes import EPILOG
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app.add_typer(node.app, name="node")
 app.add_typer(dev.app, name="dev")
 execute.register(app)
 status.register(app)
+peers.register(app)
 
 
 def main() -> None:

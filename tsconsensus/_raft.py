@@ -321,12 +321,31 @@ def split_node_id(node_id: str) -> tuple[str, int]:
 class _AuthorizingTransport(TCPTransport):  # type: ignore[misc]
     """pysyncobj's TCP transport, closed to every peer the :class:`Authorizer` denies."""
 
+    REAUTHORIZE_EVERY_S = 1.0
+
     def __init__(
         self, syncObj: Any, selfNode: Any, otherNodes: Any, *, authorizer: Authorizer
     ) -> None:
         self._authorizer = authorizer
         self._source_host = split_node_id(selfNode.id)[0]
+        self._next_reauthorize = 0.0
         super().__init__(syncObj, selfNode, otherNodes)
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        now = _pso_monotonic()
+        if now < self._next_reauthorize:
+            return
+        self._next_reauthorize = now + self.REAUTHORIZE_EVERY_S
+        # Tags can be taken away from a peer while it is connected: check established
+        # connections again, and drop the ones that are no longer allowed.
+        for node, conn in list(self._connections.items()):
+            if conn.state == CONNECTION_STATE.DISCONNECTED:
+                continue
+            host = split_node_id(node.id)[0] if ":" in str(node.id) else None
+            if host is not None and not self._authorizer.may_dial(host):
+                log.warning("raft: dropping connection to %s: no longer a tagged peer", node.id)
+                conn.disconnect()
 
     def _onNewIncomingConnection(self, conn: Any) -> None:
         # The connection was accepted but nothing has been read from it yet: decide now, so an

@@ -133,6 +133,22 @@ class NodeClient:
             raise TsconsensusError(f"{self.base_url}: snapshot checksum mismatch")
         return int(response.headers.get("X-Tsc-Index", "0")), data_bytes
 
+    def peers(self) -> list[dict[str, Any]]:
+        """``GET /v1/peers`` of a monitor port."""
+        data = self.request("GET", "/v1/peers")
+        peers: list[dict[str, Any]] = data["peers"]
+        return peers
+
+    def join(self, node_id: str) -> list[str]:
+        """``POST /v1/join`` on a command port: add ``node_id`` (the caller) to the cluster."""
+        data = self.request("POST", "/v1/join", {"id": node_id})
+        return [str(m) for m in data["members"]]
+
+    def remove_member(self, node_id: str) -> list[str]:
+        """``POST /v1/members/remove`` on a command port (forwarded to the leader)."""
+        data = self.request("POST", "/v1/members/remove", {"id": node_id})
+        return [str(m) for m in data["members"]]
+
     def ready(self) -> bool:
         """``GET /readyz``: True when the node knows a leader and has caught up."""
         try:

@@ -160,6 +160,28 @@ class Consensus:
     def members(self) -> list[str]:
         return self._raft.members()
 
+    def peers(self) -> list[dict[str, Any]]:
+        """The tailnet nodes carrying the cluster tag (this one included), each with whether it
+        is online and a member of the Raft configuration (``GET /v1/peers``)."""
+        members = set(self._raft.members())
+        raft_port = self.config.ports.raft
+        found = []
+        for peer in [self.tailnet.self_peer(), *self.tailnet.peers()]:
+            if not peer.has_tag(self.cluster_tag):
+                continue
+            node_id = f"{peer.address}:{raft_port}" if peer.addresses else ""
+            found.append(
+                {
+                    "id": node_id,
+                    "hostname": peer.hostname,
+                    "addresses": list(peer.addresses),
+                    "online": peer.online,
+                    "member": node_id in members,
+                    "self": peer.is_self,
+                }
+            )
+        return sorted(found, key=lambda p: p["id"])
+
     def wait_for_leader(self, timeout: float = 10.0) -> str:
         """Block until a leader is known; return its id. Raises :class:`NoLeaderError`."""
         from .errors import NoLeaderError

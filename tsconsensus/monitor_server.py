@@ -1,6 +1,7 @@
 """The monitor port: status and health (DESIGN section 4), authorized like every other port.
 
 - ``GET /v1/status``: this node's view (:meth:`NodeStatus.to_json`).
+- ``GET /v1/peers``: the tagged tailnet nodes, with ``online`` and ``member`` flags.
 - ``GET /healthz``: 200 while the node runs.
 - ``GET /v1/snapshot``: the state machine's snapshot on this node (octet-stream), with the
   log index it covers in ``X-Tsc-Index`` and its SHA-256 in ``X-Tsc-Sha256``.
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._http import Handler, Request, Response, error
+from .errors import TailnetError
 from .types import NodeStatus
 
 
@@ -22,6 +24,8 @@ class MonitorNode(Protocol):
     def status(self) -> NodeStatus: ...
 
     def snapshot(self, timeout: float = 30.0) -> tuple[int, bytes]: ...
+
+    def peers(self) -> list[dict[str, Any]]: ...
 
 
 def readiness(status: NodeStatus) -> str | None:
@@ -36,6 +40,14 @@ def readiness(status: NodeStatus) -> str | None:
 def monitor_routes(node: MonitorNode) -> dict[tuple[str, str], Handler]:
     async def get_status(_request: Request) -> Response:
         return Response(200, node.status().to_json())
+
+    async def get_peers(_request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        try:
+            peers = await loop.run_in_executor(None, node.peers)
+        except TailnetError as exc:
+            return error(503, f"tailnet unavailable: {exc}")
+        return Response(200, {"peers": peers})
 
     async def healthz(_request: Request) -> Response:
         return Response(200, {"ok": True})
@@ -60,6 +72,7 @@ def monitor_routes(node: MonitorNode) -> dict[tuple[str, str], Handler]:
     return {
         ("GET", "/v1/status"): get_status,
         ("GET", "/v1/snapshot"): get_snapshot,
+        ("GET", "/v1/peers"): get_peers,
         ("GET", "/healthz"): healthz,
         ("GET", "/readyz"): readyz,
     }

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ..client import NodeClient
-from ..config import Config, PortsConfig
+from ..config import Config, PortsConfig, from_mapping
 from ..errors import NodeUnreachableError, NoLeaderError, TsconsensusError
 from ..types import JSON, Command
+from .emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
 
 MANIFEST = "cluster.json"
 
@@ -101,7 +102,11 @@ class LocalCluster:
         persistent: bool = True,
         raft_overrides: dict[str, Any] | None = None,
         command_overrides: dict[str, Any] | None = None,
+        cluster_overrides: dict[str, Any] | None = None,
+        tailnet: str = "static",
     ) -> None:
+        if tailnet not in ("static", "emulated"):
+            raise TsconsensusError(f"tailnet must be 'static' or 'emulated', not {tailnet!r}")
         if nodes < 1:
             raise TsconsensusError("a cluster needs at least one node")
         self.directory = Path(directory).resolve()
@@ -117,7 +122,49 @@ class LocalCluster:
         if not base.is_loopback:
             raise TsconsensusError(f"--base-address {base_address} is not a loopback address")
         self.addresses = [str(base + i) for i in range(nodes)]
+        self.cluster_overrides = dict(cluster_overrides or {})
+        self.node_overrides: dict[int, dict[str, dict[str, Any]]] = {}
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        # "emulated": each node asks its own tailscaled emulator (in this process) over the
+        # LocalAPI, as it would on a real tailnet; tests change tags and online flags here.
+        self.tailnet_kind = tailnet
+        self.emulated: EmulatedTailnet | None = None
+        self._emulators: dict[int, LocalAPIEmulator] = {}
+        if tailnet == "emulated":
+            self.emulated = EmulatedTailnet(
+                [self._emulated_node(i, [cluster_tag]) for i in range(nodes)]
+            )
+
+    def _emulated_node(self, i: int, tags: Sequence[str]) -> EmulatedNode:
+        return EmulatedNode(self.hostname(i), [self.addresses[i]], list(tags))
+
+    def hostname(self, i: int) -> str:
+        return f"node{i + 1}"
+
+    def socket_path(self, i: int) -> Path:
+        return self.directory / f"node{i + 1}.sock"
+
+    def add_node(
+        self,
+        *,
+        tags: Sequence[str] | None = None,
+        overrides: dict[str, dict[str, Any]] | None = None,
+    ) -> int:
+        """Add a node to the (emulated) tailnet and write its config; return its index.
+
+        It is not started: :meth:`start_node` it. With the static backend the others' peer
+        lists are fixed, so only emulated clusters can grow.
+        """
+        if self.emulated is None:
+            raise TsconsensusError("only emulated clusters can add nodes")
+        i = self.size
+        self.addresses.append(str(ipaddress.ip_address(self.addresses[0]) + i))
+        self.size += 1
+        self.emulated.add(self._emulated_node(i, [self.cluster_tag] if tags is None else tags))
+        if overrides:
+            self.node_overrides[i] = overrides
+        self.write()
+        return i
 
     # -- files ------------------------------------------------------------------------------
 
@@ -131,22 +178,34 @@ class LocalCluster:
         return self.directory / f"node{i + 1}.log"
 
     def config(self, i: int) -> Config:
-        peers = [
-            {"address": a, "tags": [self.cluster_tag], "hostname": f"node{n + 1}"}
-            for n, a in enumerate(self.addresses)
-        ]
+        if self.emulated is None:
+            peers = [
+                {"address": a, "tags": [self.cluster_tag], "hostname": self.hostname(n)}
+                for n, a in enumerate(self.addresses)
+            ]
+            tailnet: dict[str, Any] = {
+                "backend": "static",
+                "address": self.addresses[i],
+                "peers": peers,
+            }
+        else:
+            tailnet = {"backend": "localapi", "socket_path": str(self.socket_path(i))}
         data: dict[str, Any] = {
-            "cluster": {"tag": self.cluster_tag, "state_machine": self.state_machine},
+            "cluster": {
+                "tag": self.cluster_tag,
+                "state_machine": self.state_machine,
+                **self.cluster_overrides,
+            },
             "ports": dataclasses.asdict(self.ports),
-            "raft": self.raft_overrides,
-            "command": self.command_overrides,
+            "raft": dict(self.raft_overrides),
+            "command": dict(self.command_overrides),
             "storage": {
                 "state_dir": str(self.directory / f"node{i + 1}") if self.persistent else ""
             },
-            "tailnet": {"backend": "static", "address": self.addresses[i], "peers": peers},
+            "tailnet": tailnet,
         }
-        from ..config import from_mapping
-
+        for section, values in self.node_overrides.get(i, {}).items():
+            data[section] = {**data.get(section, {}), **values}
         return from_mapping(data)
 
     def write(self) -> list[Path]:
@@ -166,6 +225,7 @@ class LocalCluster:
             "persistent": self.persistent,
             "raft_overrides": self.raft_overrides,
             "command_overrides": self.command_overrides,
+            "cluster_overrides": self.cluster_overrides,
         }
         (self.directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         return paths
@@ -188,6 +248,7 @@ class LocalCluster:
             persistent=m.get("persistent", True),
             raft_overrides=m.get("raft_overrides"),
             command_overrides=m.get("command_overrides"),
+            cluster_overrides=m.get("cluster_overrides"),
         )
 
     # -- processes --------------------------------------------------------------------------
@@ -204,6 +265,10 @@ class LocalCluster:
         """Start node ``i`` (0-based) in the background; return its PID."""
         if self.running(i):
             raise TsconsensusError(f"node{i + 1} is already running (pid {self.pid(i)})")
+        if self.emulated is not None and i not in self._emulators:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            emulator = self.emulated.emulator(self.hostname(i), self.socket_path(i))
+            self._emulators[i] = emulator.start()
         env = dict(os.environ)
         env.update(extra_env or {})
         with open(self.log_path(i), "ab") as log:
@@ -270,9 +335,12 @@ class LocalCluster:
         return False
 
     def stop(self) -> None:
-        """Stop every node (by PID). Idempotent."""
+        """Stop every node (by PID), then the emulators. Idempotent."""
         for i in range(self.size):
             self.stop_node(i)
+        for emulator in self._emulators.values():
+            emulator.stop()
+        self._emulators.clear()
 
     def __enter__(self) -> LocalCluster:
         return self

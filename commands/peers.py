@@ -1,0 +1,99 @@
+"""``tsc peers`` and ``tsc members``: who is in the tailnet and who is in the cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.text import Text
+
+from .exit_codes import EPILOG
+from .render import emit_json, emit_line, emit_table, handles_errors
+from .target import ADDRESS_HELP, ConfigOpt, command_client, monitor_client
+
+members_app = typer.Typer(
+    help="List and remove members of the Raft configuration.", no_args_is_help=True
+)
+
+
+def _yes_no(value: bool) -> Text:
+    return Text("yes", style="green") if value else Text("no", style="red")
+
+
+@handles_errors
+def peers_command(
+    config: Path = ConfigOpt,
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (monitor port)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the peers as JSON."),
+    timeout: float = typer.Option(5.0, "--timeout", help="Seconds to wait for the node."),
+) -> None:
+    """Show the tailnet nodes that carry the cluster tag: addresses, online, member or not.
+
+    Example: tsc peers --config node1.toml
+    """
+    with monitor_client(config, address, timeout) as client:
+        peers = client.peers()
+    if as_json:
+        emit_json(peers)
+        return
+    rows = [
+        [
+            p["hostname"] + (" (this node)" if p["self"] else ""),
+            ", ".join(p["addresses"]),
+            _yes_no(p["online"]),
+            _yes_no(p["member"]),
+        ]
+        for p in peers
+    ]
+    emit_table(None, ["host", "addresses", "online", "member"], rows)
+
+
+@members_app.command("list", epilog=EPILOG)
+@handles_errors
+def members_list(
+    config: Path = ConfigOpt,
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (monitor port)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the members as JSON."),
+    timeout: float = typer.Option(5.0, "--timeout", help="Seconds to wait for the node."),
+) -> None:
+    """List the members of the Raft configuration as the node sees them.
+
+    Example: tsc members list --config node1.toml
+    """
+    with monitor_client(config, address, timeout) as client:
+        status = client.status()
+    members = status["members"]
+    if as_json:
+        emit_json(members)
+        return
+    rows = [
+        [
+            m["id"],
+            Text("leader", style="bold green") if m["id"] == status["leader"] else "",
+            _yes_no(m["connected"]),
+        ]
+        for m in members
+    ]
+    emit_table(None, ["member", "role", "connected"], rows)
+
+
+@members_app.command("remove", epilog=EPILOG)
+@handles_errors
+def members_remove(
+    member: str = typer.Argument(..., help="The member's id, host:raft_port."),
+    config: Path = ConfigOpt,
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (command port)"),
+    timeout: float = typer.Option(15.0, "--timeout", help="Seconds to wait for the change."),
+) -> None:
+    """Remove a member from the Raft configuration (forwarded to the leader).
+
+    Example: tsc members remove 100.64.0.7:6270 --config node1.toml
+    """
+    with command_client(config, address, timeout) as client:
+        members = client.remove_member(member)
+    emit_line(f"removed {member}; members now: {', '.join(members)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("peers", epilog=EPILOG)(peers_command)
+    app.add_typer(members_app, name="members")
