@@ -44,3 +44,13 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     yield make
     for cluster in made:
         cluster.stop()
+
+
+@pytest.fixture
+def make_emulated(make_cluster: Callable[..., LocalCluster]) -> Callable[..., LocalCluster]:
+    """Clusters whose nodes use the localapi backend, each against its own emulator."""
+
+    def make(nodes: int = 3, start: bool = True, **kwargs: Any) -> LocalCluster:
+        return make_cluster(nodes, start=start, tailnet="emulated", **kwargs)
+
+    return make

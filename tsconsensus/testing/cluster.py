@@ -265,8 +265,9 @@ class LocalCluster:
         """Start node ``i`` (0-based) in the background; return its PID."""
         if self.running(i):
             raise TsconsensusError(f"node{i + 1} is already running (pid {self.pid(i)})")
+        if not self.config_path(i).exists():
+            self.write()
         if self.emulated is not None and i not in self._emulators:
-            self.directory.mkdir(parents=True, exist_ok=True)
             emulator = self.emulated.emulator(self.hostname(i), self.socket_path(i))
             self._emulators[i] = emulator.start()
         env = dict(os.environ)
