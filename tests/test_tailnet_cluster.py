@@ -3,6 +3,7 @@ each against its own tailscaled emulator, on loopback addresses."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -219,3 +220,43 @@ def test_peers_endpoint_lists_tagged_nodes_with_member_flags(make_emulated: Make
     with httpx.Client(transport=transport) as client:
         answer = client.get(f"http://{cluster.monitor_address(0)}/v1/peers")
     assert answer.status_code == 200
+
+
+def _request_from(source_port_owner: str | None, cluster: LocalCluster, port: int) -> bytes:
+    """Send GET /healthz to node 0 from 127.0.0.1, optionally mapped (as tailscaled does in
+    userspace-networking mode) to the tailnet node ``source_port_owner``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        if source_port_owner is not None:
+            assert cluster.emulated is not None
+            for emulator in cluster._emulators.values():
+                emulator.map_userspace(f"127.0.0.1:{s.getsockname()[1]}", source_port_owner)
+        s.settimeout(10)
+        s.connect((cluster.addresses[0], port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        return data
+
+
+def test_userspace_mode_sources_are_resolved_with_whois(make_emulated: Make) -> None:
+    cluster = make_emulated(3)
+    stranger = cluster.add_node(tags=[])
+    monitor = cluster.ports.monitor
+    assert _request_from("node2", cluster, monitor).startswith(b"HTTP/1.1 200")
+    assert _request_from(cluster.hostname(stranger), cluster, monitor).startswith(b"HTTP/1.1 403")
+    assert _request_from(None, cluster, monitor).startswith(b"HTTP/1.1 403")  # a local process
+
+
+def test_tsc_peers_shows_the_tagged_nodes(make_emulated: Make) -> None:
+    from .cli import run_cli
+
+    cluster = make_emulated(3)
+    result = run_cli("peers", "--config", str(cluster.config_path(0)), "--json")
+    assert result.code == 0, result.stderr
+    assert sorted(p["hostname"] for p in json.loads(result.stdout)) == ["node1", "node2", "node3"]
+    table = run_cli("peers", "--config", str(cluster.config_path(0)))
+    assert "node1 (this node)" in table.stdout
+    listed = run_cli("members", "list", "--config", str(cluster.config_path(1)), "--json")
+    assert len(json.loads(listed.stdout)) == 3

@@ -1,0 +1,210 @@
+"""Several "hosts" on one machine: network namespaces joined by veth to a bridge, with
+100.64.0.x addresses that exist only inside namespaces this helper created (and deletes).
+
+Each host runs its node as a real process inside its namespace and has its own tailscaled
+emulator (a unix socket: reachable from every namespace). Commands from a host run through
+``ip netns exec``; nothing is sent to any address outside these namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tsconsensus import Config, PortsConfig
+from tsconsensus.testing import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
+from tsconsensus.testing.cluster import _render_toml, node_command
+
+
+def netns_available() -> str | None:
+    """None if namespaces can be used here, else why not."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is not installed"
+    return None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+class Hosts:
+    """``count`` hosts 100.64.0.1.. on one bridge. Use as a context manager."""
+
+    def __init__(self, directory: Path, count: int, tag: str, raft: dict[str, Any]) -> None:
+        self.directory = directory
+        self.count = count
+        self.tag = tag
+        self.raft = raft
+        self.prefix = f"tsc{os.getpid() % 10000}x{random.randint(0, 9999)}"
+        self.switch = f"{self.prefix}-sw"
+        self.addresses = [f"100.64.0.{k + 1}" for k in range(count)]
+        self.ports = PortsConfig()
+        self.tailnet = EmulatedTailnet(
+            [EmulatedNode(self.hostname(k), [self.addresses[k]], [tag]) for k in range(count)]
+        )
+        self.emulators: dict[int, LocalAPIEmulator] = {}
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._namespaces: list[str] = []
+
+    def hostname(self, k: int) -> str:
+        return f"host{k + 1}"
+
+    def ns(self, k: int) -> str:
+        return f"{self.prefix}-h{k + 1}"
+
+    def __enter__(self) -> Hosts:
+        try:
+            _ip("netns", "add", self.switch)
+            self._namespaces.append(self.switch)
+            _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+            _ip("-n", self.switch, "link", "set", "br0", "up")
+            for k in range(self.count):
+                ns = self.ns(k)
+                _ip("netns", "add", ns)
+                self._namespaces.append(ns)
+                _ip(
+                    "link",
+                    "add",
+                    "eth0",
+                    "netns",
+                    ns,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    f"s{k + 1}",
+                    "netns",
+                    self.switch,
+                )
+                _ip("-n", ns, "addr", "add", f"{self.addresses[k]}/24", "dev", "eth0")
+                _ip("-n", ns, "link", "set", "eth0", "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+                _ip("-n", self.switch, "link", "set", f"s{k + 1}", "master", "br0")
+                _ip("-n", self.switch, "link", "set", f"s{k + 1}", "up")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for k in list(self.procs):
+            self.stop(k)
+        for emulator in self.emulators.values():
+            emulator.stop()
+        for ns in reversed(self._namespaces):
+            with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                _ip("netns", "del", ns)
+        self._namespaces.clear()
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def config_path(self, k: int) -> Path:
+        return self.directory / f"{self.hostname(k)}.toml"
+
+    def start(self, k: int, **cluster: Any) -> None:
+        socket_path = self.directory / f"{self.hostname(k)}.sock"
+        if k not in self.emulators:
+            self.emulators[k] = self.tailnet.emulator(self.hostname(k), socket_path).start()
+        config = Config.from_toml("")
+        config = dataclasses.replace(
+            config,
+            cluster=dataclasses.replace(config.cluster, tag=self.tag, **cluster),
+            raft=dataclasses.replace(config.raft, **self.raft),
+            storage=dataclasses.replace(
+                config.storage, state_dir=str(self.directory / f"{self.hostname(k)}-state")
+            ),
+            tailnet=dataclasses.replace(
+                config.tailnet, backend="localapi", socket_path=str(socket_path)
+            ),
+        )
+        self.config_path(k).write_text(_render_toml(config))
+        log = open(self.directory / f"{self.hostname(k)}.log", "ab")  # noqa: SIM115
+        self.procs[k] = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(k), *node_command(), str(self.config_path(k))],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def stop(self, k: int) -> None:
+        proc = self.procs.pop(k, None)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def log(self, k: int) -> str:
+        return (self.directory / f"{self.hostname(k)}.log").read_text(errors="replace")
+
+    # -- acting from a host -----------------------------------------------------------------
+
+    def tsc(self, k: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run ``tsc ARGS`` inside host ``k``'s namespace."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns(k), sys.executable, "-m", "commands", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def status(self, k: int, of: int | None = None) -> dict[str, Any] | None:
+        """``/v1/status`` of host ``of`` (default: ``k`` itself), asked from host ``k``."""
+        target = self.addresses[k if of is None else of]
+        done = self.tsc(
+            k, "status", "--address", f"{target}:{self.ports.monitor}", "--json", "--timeout", "2"
+        )
+        if done.returncode not in (0, 1) or not done.stdout.strip():
+            return None
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    def python(self, k: int, code: str, timeout: float = 20) -> str:
+        """Run a Python snippet inside host ``k``'s namespace; return its stdout."""
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.ns(k), sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if done.returncode != 0:
+            raise AssertionError(done.stderr)
+        return done.stdout
+
+    def cut(self, k: int) -> None:
+        _ip("-n", self.switch, "link", "set", f"s{k + 1}", "down")
+
+    def wait_leader(self, among: list[int], timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leaders = []
+            for k in among:
+                status = self.status(k)
+                if status is not None and status["state"] == "leader":
+                    leaders.append(k)
+            if len(leaders) == 1:
+                return leaders[0]
+            time.sleep(0.2)
+        raise AssertionError(f"no single leader among {among} within {timeout}s")
