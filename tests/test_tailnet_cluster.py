@@ -56,6 +56,8 @@ def test_follower_failover(make_emulated: Make) -> None:
         assert cluster.execute(others[n % 2], "set", {f"while_down{n}": n}).error is None
     cluster.start_node(follower)
     cluster.wait_ready(among=[follower])
+    # it came back with the configuration it recorded, without bootstrapping again
+    assert "restarting with recorded members" in cluster.log_path(follower).read_text()
     assert cluster.execute(follower, "get", {"key": "while_down9"}).result == 9
     assert_all_equal(converged_hashes(cluster, range(3)))
 
