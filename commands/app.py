@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import dev, execute, node, peers, status
+from . import dev, execute, leader, node, peers, snapshot, status
 from .exit_codes import EPILOG
 
 app = typer.Typer(
@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 app.add_typer(node.app, name="node")
 app.add_typer(dev.app, name="dev")
+app.add_typer(leader.app, name="leader")
+app.add_typer(snapshot.app, name="snapshot")
 execute.register(app)
 status.register(app)
 peers.register(app)

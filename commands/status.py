@@ -1,62 +1,168 @@
-"""``tsc status``: the cluster as one node sees it."""
+"""``tsc status``: the whole cluster at a glance, asked of every member at once."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.live import Live
+from rich.table import Table
 from rich.text import Text
+
+import tsconsensus as tsc
 
 from . import exit_codes
 from .exit_codes import EPILOG
-from .render import emit_json, emit_line, emit_table, handles_errors
-from .target import ADDRESS_HELP, ConfigOpt, monitor_client
+from .render import emit_json, handles_errors, stdout
+from .target import ADDRESS_HELP, ConfigOpt, resolve_monitor
 
 
-def status_rows(status: dict[str, Any]) -> list[list[Any]]:
-    rows = []
-    for member in status.get("members", []):
-        is_leader = member["id"] == status.get("leader")
-        rows.append(
-            [
-                member["id"],
-                Text("leader", style="bold green") if is_leader else "follower",
-                "yes" if member.get("connected") else Text("no", style="red"),
-                member.get("match_index", "-"),
-                member.get("lag", "-"),
-                "← this node" if member["id"] == status["node_id"] else "",
-            ]
+def _host_port(node_id: str, port: int) -> str:
+    host = node_id.rpartition(":")[0]
+    return f"{host}:{port}"
+
+
+def gather(first: str, source: str | None, monitor_port: int, timeout: float) -> dict[str, Any]:
+    """Ask the first node for the members, then every member's monitor port concurrently.
+
+    Returns ``{"leader", "term", "has_quorum", "healthy", "nodes": [...]}``; an unreachable
+    member is a node with ``reachable: false`` and its ``error``, never an exception.
+    """
+    with tsc.NodeClient(first, timeout=timeout, source_address=source) as client:
+        seed = client.status()
+    ids = [m["id"] for m in seed["members"]]
+
+    def ask(node_id: str) -> dict[str, Any]:
+        address = _host_port(node_id, monitor_port)
+        try:
+            with tsc.NodeClient(address, timeout=timeout, source_address=source) as c:
+                return {"id": node_id, "reachable": True, "status": c.status()}
+        except tsc.TsconsensusError as exc:
+            return {"id": node_id, "reachable": False, "error": str(exc)}
+
+    with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:
+        answers = list(pool.map(ask, ids))
+    statuses = {a["id"]: a["status"] for a in answers if a["reachable"]}
+    leaders = sorted({s["node_id"] for s in statuses.values() if s["state"] == "leader"})
+    leader_status = statuses.get(leaders[0]) if len(leaders) == 1 else None
+    leader_view = {m["id"]: m for m in (leader_status or {}).get("members", [])}
+    leader_commit = leader_status["commit_index"] if leader_status else None
+    nodes = []
+    for answer in answers:
+        node_id = answer["id"]
+        row: dict[str, Any] = {"id": node_id, "address": node_id.rpartition(":")[0]}
+        if not answer["reachable"]:
+            row.update(reachable=False, error=answer["error"])
+        else:
+            s = answer["status"]
+            seen = leader_view.get(node_id, {})
+            row.update(
+                reachable=True,
+                state=s["state"],
+                leader=s["state"] == "leader",
+                term=s["term"],
+                commit_index=s["commit_index"],
+                applied_index=s["applied_index"],
+                lag=None if leader_commit is None else max(0, leader_commit - s["applied_index"]),
+                connected=True if node_id in leaders else seen.get("connected"),
+                last_contact_s=None if node_id in leaders else seen.get("last_contact_s"),
+            )
+        nodes.append(row)
+    quorum = sum(1 for n in nodes if n.get("reachable")) > len(nodes) / 2
+    healthy = len(leaders) == 1 and quorum and bool(leader_status and leader_status["has_quorum"])
+    return {
+        "leader": leaders[0] if len(leaders) == 1 else None,
+        "leaders": leaders,
+        "term": max((s["term"] for s in statuses.values()), default=None),
+        "has_quorum": quorum,
+        "healthy": healthy,
+        "nodes": nodes,
+    }
+
+
+def _cell(value: Any, suffix: str = "") -> str:
+    return "-" if value is None else f"{value}{suffix}"
+
+
+def render(view: dict[str, Any]) -> Table:
+    title = (
+        f"leader {view['leader']}  term {view['term']}"
+        if view["leader"]
+        else f"NO SINGLE LEADER ({', '.join(view['leaders']) or 'none'})"
+    )
+    table = Table(
+        title=title, header_style="bold", title_style="green" if view["healthy"] else "bold red"
+    )
+    for column in (
+        "node",
+        "state",
+        "term",
+        "commit",
+        "applied",
+        "lag",
+        "connected",
+        "last contact",
+    ):
+        table.add_column(column)
+    for n in view["nodes"]:
+        if not n["reachable"]:
+            table.add_row(n["id"], Text("unreachable", style="red"), "", "", "", "", "", "")
+            continue
+        state = Text("★ leader", style="bold green") if n["leader"] else Text(n["state"])
+        connected = n["connected"]
+        table.add_row(
+            n["id"],
+            state,
+            str(n["term"]),
+            str(n["commit_index"]),
+            str(n["applied_index"]),
+            _cell(n["lag"]),
+            "-" if connected is None else ("yes" if connected else Text("no", style="red")),
+            _cell(n["last_contact_s"], "s"),
         )
-    return rows
+    return table
 
 
 @handles_errors
 def status_command(
     config: Path = ConfigOpt,
     address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (monitor port)"),
-    as_json: bool = typer.Option(False, "--json", help="Print /v1/status as JSON."),
-    timeout: float = typer.Option(5.0, "--timeout", help="Seconds to wait for the node."),
+    as_json: bool = typer.Option(False, "--json", help="Print the cluster's state as JSON."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place until Ctrl-C."),
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between --watch refreshes."),
+    timeout: float = typer.Option(2.0, "--timeout", help="Seconds to wait for each node."),
 ) -> None:
-    """Show the node's state, term, commit and applied index, and the members it knows.
+    """Show every member: state, term, commit and applied index, lag behind the leader,
+    connected, last contact. Unreachable members are shown as such.
 
-    Exit code 0 when the node knows a leader and has quorum, 1 otherwise.
-    Example: tsc status --config node1.toml
+    Exit code 0 when the cluster has one leader and a quorum, 1 otherwise.
+    Example: tsc status --config node1.toml --watch
     """
-    with monitor_client(config, address, timeout) as client:
-        status = client.status()
-    healthy = status.get("leader") is not None and status.get("has_quorum", False)
+    first, source, monitor_port = resolve_monitor(config, address)
+    if watch:
+        with Live(
+            render(gather(first, source, monitor_port, timeout)), console=stdout, auto_refresh=False
+        ) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    try:
+                        live.update(
+                            render(gather(first, source, monitor_port, timeout)), refresh=True
+                        )
+                    except tsc.TsconsensusError as exc:
+                        live.update(Text(f"{first}: {exc}", style="red"), refresh=True)
+            except KeyboardInterrupt:
+                return
+    view = gather(first, source, monitor_port, timeout)
     if as_json:
-        emit_json(status)
+        emit_json(view)
     else:
-        emit_line(
-            f"node {status['node_id']}  state {status['state']}  term {status['term']}  "
-            f"commit {status['commit_index']}  applied {status['applied_index']}  "
-            f"leader {status['leader'] or '-'}  quorum {'yes' if status['has_quorum'] else 'no'}",
-            style=None if healthy else "yellow",
-        )
-        emit_table(None, ["member", "role", "connected", "match", "lag", ""], status_rows(status))
-    if not healthy:
+        stdout.print(render(view))
+    if not view["healthy"]:
         raise typer.Exit(exit_codes.FAILED)
 
 

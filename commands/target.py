@@ -36,3 +36,9 @@ def command_client(config: Path | None, address: str | None, timeout: float) -> 
 def monitor_client(config: Path | None, address: str | None, timeout: float) -> tsc.NodeClient:
     target, source = _resolve(config, address, "monitor")
     return tsc.NodeClient(target, timeout=timeout, source_address=source)
+
+
+def resolve_monitor(config: Path | None, address: str | None) -> tuple[str, str | None, int]:
+    """(monitor address to ask first, source address to connect from, monitor port)."""
+    target, source = _resolve(config, address, "monitor")
+    return target, source, int(target.rpartition(":")[2])

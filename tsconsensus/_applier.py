@@ -19,6 +19,8 @@ pickled.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import struct
@@ -31,6 +33,8 @@ from .types import JSON, Command, CommandResult, StateMachine
 log = logging.getLogger("tsconsensus.apply")
 
 _SNAPSHOT_MAGIC = b"TSCSNAP1"
+RESTORE_COMMAND = "tsc.restore"
+"""Reserved command name: restore the state machine from a snapshot (``tsc snapshot restore``)."""
 _HEADER_LEN = struct.Struct(">Q")
 
 
@@ -132,12 +136,26 @@ class LogApplier:
     def _run(self, command: Command, index: int) -> CommandResult:
         self.applied_commands += 1
         try:
-            result: JSON = self._machine.apply(command)
+            if command.name == RESTORE_COMMAND:
+                result: JSON = self._restore_command(command.args)
+            else:
+                result = self._machine.apply(command)
             json.dumps(result, allow_nan=False)
         except Exception as exc:
             self.failed_commands += 1
             return CommandResult(None, _describe(exc), index)
         return CommandResult(result, None, index)
+
+    def _restore_command(self, args: JSON) -> JSON:
+        """``tsc.restore``: replace the machine's state with a snapshot carried in the log, so
+        every node restores the same bytes at the same point."""
+        if not isinstance(args, dict) or not isinstance(args.get("data"), str):
+            raise ValueError(f"{RESTORE_COMMAND}: args must be {{'data': base64, 'sha256': hex}}")
+        data = base64.b64decode(args["data"], validate=True)
+        if hashlib.sha256(data).hexdigest() != args.get("sha256"):
+            raise ValueError(f"{RESTORE_COMMAND}: the snapshot fails its checksum")
+        self._machine.restore(data)
+        return {"restored_bytes": len(data)}
 
     def _remember(self, request_id: str, outcome: CommandResult) -> None:
         self._seen[request_id] = (outcome, self._log_time)

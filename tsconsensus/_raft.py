@@ -329,6 +329,7 @@ class _AuthorizingTransport(TCPTransport):  # type: ignore[misc]
         self._authorizer = authorizer
         self._source_host = split_node_id(selfNode.id)[0]
         self._next_reauthorize = 0.0
+        self.last_heard: dict[str, float] = {}
         super().__init__(syncObj, selfNode, otherNodes)
 
     def _onTick(self) -> None:
@@ -362,6 +363,7 @@ class _AuthorizingTransport(TCPTransport):  # type: ignore[misc]
         super()._onNewIncomingConnection(conn)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
+        self.last_heard[str(node.id)] = _pso_monotonic()
         if isinstance(message, dict) and message.get("type") == "apply_command":
             self._syncObj.tsc_note_forwarded()
         super()._onMessageReceived(node, message)
@@ -477,7 +479,10 @@ class RaftNode:
         others = [m for m in members if m != node_id]
 
         def make_transport(sync: Any, self_node: Any, other_nodes: Any) -> _AuthorizingTransport:
-            return _AuthorizingTransport(sync, self_node, other_nodes, authorizer=authorizer)
+            self._transport = _AuthorizingTransport(
+                sync, self_node, other_nodes, authorizer=authorizer
+            )
+            return self._transport
 
         try:
             self._sync = _SyncObj(
@@ -618,8 +623,11 @@ class RaftNode:
                 is_self=True,
             )
         ]
+        now = _pso_monotonic()
+        heard = self._transport.last_heard
         for node in sorted(self._sync.otherNodes, key=lambda n: n.id):
             match = raw.get(f"match_idx_server_{node.id}") if state is RaftState.LEADER else None
+            last = heard.get(str(node.id))
             members.append(
                 MemberStatus(
                     id=node.id,
@@ -627,6 +635,7 @@ class RaftNode:
                     connected=bool(self._sync.isNodeConnected(node)),
                     match_index=None if match is None else int(match),
                     lag=None if match is None else max(0, last_index - int(match)),
+                    last_contact_s=None if last is None else max(0.0, now - last),
                 )
             )
         return NodeStatus(

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import httpx
 
 from .errors import (
+    ClusterError,
     InvalidCommandError,
     NodeUnreachableError,
     NoLeaderError,
@@ -88,6 +89,8 @@ class NodeClient:
         message = data.get("error", "") if isinstance(data, dict) else str(data)
         if status == 403:
             raise NotAuthorizedError(f"{self.base_url} refused this client: {message}")
+        if status == 409:
+            raise ClusterError(f"{self.base_url}: {message}")
         if status == 503:
             leader = data.get("leader") if isinstance(data, dict) else None
             raise NoLeaderError(f"{self.base_url}: {message}", leader=leader)
@@ -121,6 +124,9 @@ class NodeClient:
     def snapshot(self, timeout: float = 60.0) -> tuple[int, bytes]:
         """``GET /v1/snapshot``: (log index covered, the state machine's snapshot bytes)."""
         response = self._send("GET", "/v1/snapshot", None, timeout)
+        return self._snapshot_from(response)
+
+    def _snapshot_from(self, response: httpx.Response) -> tuple[int, bytes]:
         if response.status_code != 200:
             try:
                 data = response.json()
@@ -148,6 +154,21 @@ class NodeClient:
         """``POST /v1/members/remove`` on a command port (forwarded to the leader)."""
         data = self.request("POST", "/v1/members/remove", {"id": node_id})
         return [str(m) for m in data["members"]]
+
+    def transfer_leadership(self, to: str | None = None) -> str:
+        """``POST /v1/leader/transfer``: returns the new leader's id."""
+        data = self.request("POST", "/v1/leader/transfer", {"to": to})
+        return str(data["leader"])
+
+    def stop_node(self) -> None:
+        """``POST /v1/node/stop`` (only allowed from the node's own address)."""
+        self.request("POST", "/v1/node/stop", {})
+
+    def snapshot_info(self, timeout: float = 60.0) -> tuple[int, int, bytes]:
+        """Like :meth:`snapshot`, with the term: (index, term, bytes)."""
+        response = self._send("GET", "/v1/snapshot", None, timeout)
+        index, data = self._snapshot_from(response)
+        return index, int(response.headers.get("X-Tsc-Term", "0")), data
 
     def ready(self) -> bool:
         """``GET /readyz``: True when the node knows a leader and has caught up."""

@@ -13,6 +13,10 @@ Responses:
 itself: the id's host must be the caller's address) to the configuration; forwarded to the
 leader; already a member is a 200 too. Answers ``{"members": [...], "leader": ...}``.
 ``POST /v1/members/remove`` ``{"id": ...}``: remove a member (forwarded to the leader).
+``POST /v1/leader/transfer`` ``{"to": id|null}``: move leadership (forwarded to the leader);
+answers ``{"leader": new}``, 409 if it did not move.
+``POST /v1/node/stop``: only from the node's own address; ends ``tsc node start`` cleanly
+(leadership handed over first).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import json
 from typing import Any, Protocol
 
 from ._http import Handler, Request, Response, error
-from .errors import InvalidCommandError, JoinError, NoLeaderError
+from .client import NodeClient
+from .errors import ClusterError, InvalidCommandError, JoinError, NoLeaderError, TsconsensusError
 from .types import Command, CommandResult
 
 MAX_TIMEOUT_S = 300.0
@@ -41,6 +46,16 @@ class CommandNode(Protocol):
     def add_member(self, node_id: str, timeout: float = 10.0) -> None: ...
 
     def remove_member(self, node_id: str, timeout: float = 10.0) -> None: ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def address(self) -> str: ...
+
+    def transfer_leadership(self, to: str | None = None, timeout: float = 10.0) -> str: ...
+
+    def request_stop(self) -> bool: ...
 
     async def execute_command_async(
         self, command: Command, *, request_id: str | None = None, timeout: float | None = None
@@ -132,7 +147,48 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
         members = members | {node_id} if add else members - {node_id}
         return Response(200, {"members": sorted(members), "leader": node.leader})
 
+    async def transfer(request: Request) -> Response:
+        try:
+            data: Any = json.loads(request.body or b"{}")
+            to = data.get("to") if isinstance(data, dict) else None
+            if to is not None and not isinstance(to, str):
+                raise ValueError("'to' must be a member id or null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            return error(400, f"bad body: {exc}")
+        loop = asyncio.get_running_loop()
+        if not node.is_leader:
+            leader = node.command_address_of(node.leader)
+            if leader is None:
+                return error(503, "no leader to transfer from", leader=None)
+
+            def forward() -> Any:
+                with NodeClient(
+                    leader, timeout=node.default_timeout_s + 5, source_address=node.address
+                ) as client:
+                    return client.request("POST", "/v1/leader/transfer", {"to": to})
+
+            try:
+                return Response(200, await loop.run_in_executor(None, forward))
+            except TsconsensusError as exc:
+                return error(503, f"forwarding to the leader {leader} failed: {exc}", leader=leader)
+        try:
+            new = await loop.run_in_executor(
+                None, node.transfer_leadership, to, node.default_timeout_s
+            )
+        except ClusterError as exc:
+            return error(409, str(exc), leader=node.command_address_of(node.leader))
+        return Response(200, {"leader": new})
+
+    async def stop_node(request: Request) -> Response:
+        if request.peer[0] != node.address:
+            return error(403, "only the node itself may stop it")
+        if not node.request_stop():
+            return error(409, "this node is not run by 'tsc node start'; stop its process instead")
+        return Response(200, {"stopping": True})
+
     return {
+        ("POST", "/v1/leader/transfer"): transfer,
+        ("POST", "/v1/node/stop"): stop_node,
         ("POST", "/v1/execute"): execute,
         ("POST", "/v1/join"): join,
         ("POST", "/v1/members/remove"): remove,

@@ -10,7 +10,8 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._applier import LogApplier
@@ -24,6 +25,7 @@ from .clock import Clock, SystemClock
 from .command_server import command_routes
 from .config import Config
 from .errors import ClusterError, JoinError, NotTaggedError, TsconsensusError
+from .metrics import Metrics
 from .monitor_server import monitor_routes
 from .tailnet import Peer, Tailnet
 from .types import Command, CommandResult, NodeStatus, RaftState, StateMachine
@@ -82,6 +84,7 @@ class Consensus:
         executor: CommandExecutor,
         loop_thread: _LoopThread,
         servers: list[HttpServer],
+        metrics: Metrics,
     ) -> None:
         self.config = config
         self.cluster_tag = cluster_tag
@@ -93,6 +96,8 @@ class Consensus:
         self._servers = servers
         self._stopped = False
         self.default_timeout_s = config.command.timeout_s
+        self.metrics = metrics
+        self._on_stop_request: Callable[[], None] | None = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -134,14 +139,38 @@ class Consensus:
         :class:`NoLeaderError` or :class:`CommandTimeoutError` (outcome unknown).
         """
         t = self.default_timeout_s if timeout is None else timeout
-        return self._executor.execute(command, request_id, t)
+        started, forwarded = time.perf_counter(), not self._raft.is_leader
+        try:
+            outcome = self._executor.execute(command, request_id, t)
+        except TsconsensusError:
+            self.metrics.command_rejected()
+            raise
+        self._count(command, outcome, started, forwarded)
+        return outcome
 
     async def execute_command_async(
         self, command: Command, *, request_id: str | None = None, timeout: float | None = None
     ) -> CommandResult:
         """:meth:`execute_command` for callers on an event loop (any loop)."""
         t = self.default_timeout_s if timeout is None else timeout
-        return await self._executor.execute_async(command, request_id, t)
+        started, forwarded = time.perf_counter(), not self._raft.is_leader
+        try:
+            outcome = await self._executor.execute_async(command, request_id, t)
+        except TsconsensusError:
+            self.metrics.command_rejected()
+            raise
+        self._count(command, outcome, started, forwarded)
+        return outcome
+
+    def _count(
+        self, command: Command, outcome: CommandResult, started: float, forwarded: bool
+    ) -> None:
+        self.metrics.command_done(
+            command.name,
+            time.perf_counter() - started,
+            failed=outcome.error is not None,
+            forwarded=forwarded,
+        )
 
     # -- status -----------------------------------------------------------------------------
 
@@ -214,11 +243,36 @@ class Consensus:
         """Remove ``node_id`` from the configuration (forwarded to the leader)."""
         self._membership_call(self._raft.remove_member, node_id, timeout, "remove")
 
-    def transfer_leadership(self, to: str | None = None, timeout: float = 10.0) -> None:
-        """On the leader: hand leadership to ``to`` (or the best follower) and wait for it."""
-        if not self._raft.is_leader:
-            raise ClusterError(f"{self.node_id} is not the leader")
-        self._membership_call(self._raft.transfer_leadership, to, timeout, "transfer to")
+    def transfer_leadership(self, to: str | None = None, timeout: float = 10.0) -> str:
+        """On the leader: hand leadership to ``to`` (or the most caught-up follower), wait
+        until another node leads, and return its id. Raises :class:`ClusterError`.
+
+        The target must have every entry; under load the leader retries until ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._raft.is_leader:
+                raise ClusterError(f"{self.node_id} is not the leader (leader: {self.leader})")
+            try:
+                self._membership_call(self._raft.transfer_leadership, to, 1.0, "transfer to")
+            except JoinError as exc:
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"leadership transfer failed: {exc}") from None
+                time.sleep(0.02)  # the target was not caught up yet
+                continue
+            moved = self._wait_leader_change(min(deadline, time.monotonic() + 2.0))
+            if moved is not None and (to is None or moved == to):
+                return moved
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"leadership did not move within {timeout:g}s")
+
+    def _wait_leader_change(self, until: float) -> str | None:
+        while time.monotonic() < until:
+            leader = self._raft.leader
+            if leader is not None and leader != self.node_id:
+                return leader
+            time.sleep(0.005)
+        return None
 
     def _membership_call(self, method: Any, arg: Any, timeout: float, what: str) -> None:
         done: concurrent.futures.Future[FailReason | None] = concurrent.futures.Future()
@@ -232,8 +286,20 @@ class Consensus:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Stop serving, leave the Raft loop, close every socket. Idempotent; blocking."""
+    def set_stop_handler(self, handler: Callable[[], None]) -> None:
+        """What ``POST /v1/node/stop`` calls: the runner's way to end the process cleanly."""
+        self._on_stop_request = handler
+
+    def request_stop(self) -> bool:
+        """Ask whoever runs this node (``tsc node start``) to stop it; False if nobody can."""
+        if self._on_stop_request is None:
+            return False
+        self._on_stop_request()
+        return True
+
+    def stop(self, *, hand_over: bool = True) -> None:
+        """Stop serving, hand leadership over if this node leads (so a planned restart costs
+        no election timeout), leave the Raft loop, close every socket. Idempotent; blocking."""
         if self._stopped:
             return
         self._stopped = True
@@ -242,6 +308,16 @@ class Consensus:
                 self._loop.run(server.stop(), timeout=5)
             except Exception:
                 log.exception("stopping the %s server failed", server.name)
+        if (
+            hand_over
+            and self._raft.is_leader
+            and any(m.connected for m in self._raft.status().members if not m.is_self)
+        ):
+            try:
+                new = self.transfer_leadership(timeout=2.0)
+                log.info("handed leadership to %s before stopping", new)
+            except ClusterError as exc:
+                log.warning("could not hand leadership over before stopping: %s", exc)
         self._raft.stop()
         self._loop.stop()
 
@@ -306,6 +382,7 @@ def start(
     )
     write_members(config.storage.state_dir, members)
     authorizer = Authorizer(tailnet, cluster_tag)
+    metrics = Metrics()
     applier = LogApplier(
         state_machine,
         window_s=config.raft.dedup_window_s,
@@ -321,7 +398,7 @@ def start(
         state_dir=config.storage.state_dir,
         password=cluster_password(cluster_tag, config.cluster.secret),
         max_entry_bytes=max_entry,
-        on_state_change=_log_state_change(node_id),
+        on_state_change=_on_state_change(node_id, metrics),
     )
     loop_thread = _LoopThread(f"tsc-loop-{node_id}")
     servers: list[HttpServer] = []
@@ -341,6 +418,7 @@ def start(
             executor=executor,
             loop_thread=loop_thread,
             servers=servers,
+            metrics=metrics,
         )
 
         async def authorize(ip: str, port: int) -> bool:
@@ -388,8 +466,9 @@ def start(
     return node
 
 
-def _log_state_change(node_id: str) -> Any:
+def _on_state_change(node_id: str, metrics: Metrics) -> Any:
     def changed(old: RaftState, new: RaftState) -> None:
         log.info("node %s: %s -> %s", node_id, old.value, new.value)
+        metrics.state_changed(old, new)
 
     return changed

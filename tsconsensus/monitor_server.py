@@ -2,6 +2,7 @@
 
 - ``GET /v1/status``: this node's view (:meth:`NodeStatus.to_json`).
 - ``GET /v1/peers``: the tagged tailnet nodes, with ``online`` and ``member`` flags.
+- ``GET /metrics``: Prometheus text format (:mod:`tsconsensus.metrics`).
 - ``GET /healthz``: 200 while the node runs.
 - ``GET /v1/snapshot``: the state machine's snapshot on this node (octet-stream), with the
   log index it covers in ``X-Tsc-Index`` and its SHA-256 in ``X-Tsc-Sha256``.
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from ._http import Handler, Request, Response, error
 from .errors import TailnetError
+from .metrics import Metrics
 from .types import NodeStatus
 
 
@@ -26,6 +28,9 @@ class MonitorNode(Protocol):
     def snapshot(self, timeout: float = 30.0) -> tuple[int, bytes]: ...
 
     def peers(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
 
 
 def readiness(status: NodeStatus) -> str | None:
@@ -49,6 +54,10 @@ def monitor_routes(node: MonitorNode) -> dict[tuple[str, str], Handler]:
             return error(503, f"tailnet unavailable: {exc}")
         return Response(200, {"peers": peers})
 
+    async def get_metrics(_request: Request) -> Response:
+        body = node.metrics.render(node.status())
+        return Response(200, body, content_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def healthz(_request: Request) -> Response:
         return Response(200, {"ok": True})
 
@@ -66,13 +75,18 @@ def monitor_routes(node: MonitorNode) -> dict[tuple[str, str], Handler]:
             200,
             data,
             content_type="application/octet-stream",
-            headers={"X-Tsc-Index": str(index), "X-Tsc-Sha256": digest},
+            headers={
+                "X-Tsc-Index": str(index),
+                "X-Tsc-Term": str(node.status().term),
+                "X-Tsc-Sha256": digest,
+            },
         )
 
     return {
         ("GET", "/v1/status"): get_status,
         ("GET", "/v1/snapshot"): get_snapshot,
         ("GET", "/v1/peers"): get_peers,
+        ("GET", "/metrics"): get_metrics,
         ("GET", "/healthz"): healthz,
         ("GET", "/readyz"): readyz,
     }

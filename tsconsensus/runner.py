@@ -35,6 +35,7 @@ def start_from_config(config: Config) -> Consensus:
 def run_node(config: Config, stop: threading.Event) -> None:
     """Start a node and keep it running until ``stop`` is set; then stop it cleanly."""
     node = start_from_config(config)
+    node.set_stop_handler(stop.set)  # POST /v1/node/stop, from this node itself
     try:
         log.info("node %s serving commands on %s", node.node_id, node.command_url)
         stop.wait()

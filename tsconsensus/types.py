@@ -88,6 +88,8 @@ class MemberStatus:
     match_index: int | None = None
     lag: int | None = None
     is_self: bool = False
+    last_contact_s: float | None = None
+    """Seconds since this node last heard from that member (None: never, or itself)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class NodeStatus:
                 item["match_index"] = m.match_index
             if m.lag is not None:
                 item["lag"] = m.lag
+            if m.last_contact_s is not None:
+                item["last_contact_s"] = round(m.last_contact_s, 3)
             members.append(item)
         return {
             "node_id": self.node_id,

@@ -1,0 +1,128 @@
+"""A node's metrics, rendered in the Prometheus text exposition format (``GET /metrics``).
+
+Counters and the latency histogram are updated from any thread (one lock); gauges are read from
+the node's status when the page is rendered. No third-party client library is needed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import defaultdict
+
+from .types import NodeStatus, RaftState
+
+MAX_NAMES = 100
+"""Distinct command names counted; further ones are counted as "other" (bounded cardinality)."""
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """What one node counts. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.executed: defaultdict[str, int] = defaultdict(int)
+        self.failed: defaultdict[str, int] = defaultdict(int)
+        self.rejected = 0
+        self.forwarded = 0
+        self.elections = 0
+        self.leader_changes = 0
+        self._buckets = [0] * len(LATENCY_BUCKETS_S)
+        self._latency_sum = 0.0
+        self._latency_count = 0
+
+    def command_done(self, name: str, seconds: float, *, failed: bool, forwarded: bool) -> None:
+        """One execute finished on this node (``failed``: the state machine returned an error)."""
+        with self._lock:
+            if name not in self.executed and len(self.executed) >= MAX_NAMES:
+                name = "other"
+            self.executed[name] += 1
+            if failed:
+                self.failed[name] += 1
+            if forwarded:
+                self.forwarded += 1
+            i = bisect.bisect_left(LATENCY_BUCKETS_S, seconds)
+            if i < len(self._buckets):
+                self._buckets[i] += 1
+            self._latency_sum += seconds
+            self._latency_count += 1
+
+    def command_rejected(self) -> None:
+        """One execute ended without an outcome (no leader, timeout, invalid)."""
+        with self._lock:
+            self.rejected += 1
+
+    def state_changed(self, old: RaftState, new: RaftState) -> None:
+        with self._lock:
+            if new is RaftState.CANDIDATE:
+                self.elections += 1
+            if RaftState.LEADER in (old, new):
+                self.leader_changes += 1
+
+    def render(self, status: NodeStatus) -> str:
+        """The whole page, gauges taken from ``status``."""
+        lines: list[str] = []
+
+        def family(name: str, kind: str, help_text: str) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+
+        family("tsc_raft_term", "gauge", "Current Raft term.")
+        lines.append(f"tsc_raft_term {status.term}")
+        family("tsc_raft_commit_index", "gauge", "Highest log index known to be committed.")
+        lines.append(f"tsc_raft_commit_index {status.commit_index}")
+        family("tsc_raft_applied_index", "gauge", "Highest log index applied on this node.")
+        lines.append(f"tsc_raft_applied_index {status.applied_index}")
+        family("tsc_raft_leader", "gauge", "1 if this node is the leader.")
+        lines.append(f"tsc_raft_leader {int(status.state is RaftState.LEADER)}")
+        family("tsc_raft_has_quorum", "gauge", "1 if this node sees a majority of members.")
+        lines.append(f"tsc_raft_has_quorum {int(status.has_quorum)}")
+        family("tsc_raft_members", "gauge", "Members of the Raft configuration.")
+        lines.append(f"tsc_raft_members {len(status.members)}")
+        family("tsc_raft_members_connected", "gauge", "Members this node is connected to.")
+        lines.append(f"tsc_raft_members_connected {sum(m.connected for m in status.members)}")
+        with self._lock:
+            family("tsc_commands_total", "counter", "Commands executed through this node.")
+            for name, count in sorted(self.executed.items()):
+                lines.append(f'tsc_commands_total{{name="{_label(name)}"}} {count}')
+            family(
+                "tsc_commands_failed_total", "counter", "Commands whose apply returned an error."
+            )
+            for name, count in sorted(self.failed.items()):
+                lines.append(f'tsc_commands_failed_total{{name="{_label(name)}"}} {count}')
+            family(
+                "tsc_commands_rejected_total",
+                "counter",
+                "Executes that ended without an outcome (no leader, timeout, invalid).",
+            )
+            lines.append(f"tsc_commands_rejected_total {self.rejected}")
+            family(
+                "tsc_commands_forwarded_total",
+                "counter",
+                "Commands this node forwarded to the leader (it was not the leader).",
+            )
+            lines.append(f"tsc_commands_forwarded_total {self.forwarded}")
+            family("tsc_elections_total", "counter", "Elections this node started.")
+            lines.append(f"tsc_elections_total {self.elections}")
+            family(
+                "tsc_leadership_changes_total",
+                "counter",
+                "Times this node gained or lost leadership.",
+            )
+            lines.append(f"tsc_leadership_changes_total {self.leader_changes}")
+            family(
+                "tsc_execute_latency_seconds", "histogram", "Time to commit and apply an execute."
+            )
+            cumulative = 0
+            for bound, count in zip(LATENCY_BUCKETS_S, self._buckets, strict=True):
+                cumulative += count
+                lines.append(f'tsc_execute_latency_seconds_bucket{{le="{bound}"}} {cumulative}')
+            lines.append(f'tsc_execute_latency_seconds_bucket{{le="+Inf"}} {self._latency_count}')
+            lines.append(f"tsc_execute_latency_seconds_sum {self._latency_sum}")
+            lines.append(f"tsc_execute_latency_seconds_count {self._latency_count}")
+        return "\n".join(lines) + "\n"
