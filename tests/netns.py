@@ -172,12 +172,16 @@ class Hosts:
     def status(self, k: int, of: int | None = None) -> dict[str, Any] | None:
         """``/v1/status`` of host ``of`` (default: ``k`` itself), asked from host ``k``."""
         target = self.addresses[k if of is None else of]
-        done = self.tsc(
-            k, "status", "--address", f"{target}:{self.ports.monitor}", "--json", "--timeout", "2"
+        code = (
+            "import json, tsconsensus as t\n"
+            "try:\n"
+            f"    c = t.NodeClient('{target}:{self.ports.monitor}', timeout=2,"
+            f" source_address='{self.addresses[k]}')\n"
+            "    print(json.dumps(c.status()))\n"
+            "except t.TsconsensusError:\n"
+            "    print('null')\n"
         )
-        if done.returncode not in (0, 1) or not done.stdout.strip():
-            return None
-        result: dict[str, Any] = json.loads(done.stdout)
+        result: dict[str, Any] | None = json.loads(self.python(k, code))
         return result
 
     def python(self, k: int, code: str, timeout: float = 20) -> str:
