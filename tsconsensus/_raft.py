@@ -264,6 +264,7 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         self._tsc_authenticator = authenticator
         self._tsc_tick_thread: list[int | None] = [None]
         self._tsc_forwarded_until = 0.0
+        self._tsc_handing_over = False
         super().__init__(*args, **kwargs)
         if not hasattr(self, "_SyncObj__newAppendEntriesTime"):  # pragma: no cover
             raise TsconsensusError("unsupported pysyncobj version: internals changed")
@@ -293,6 +294,12 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         return False
 
     def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None) -> None:
+        if self._tsc_handing_over:
+            # While leadership is being handed over the log must not grow: the target has to
+            # stay as up to date as this node, or this node wins the election again. Callers
+            # (local or forwarded) get NOT_LEADER and retry on the new leader.
+            self._SyncObj__callErrCallback(FAIL_REASON.NOT_LEADER, callback)
+            return
         if threading.get_ident() != self._tsc_tick_thread[0]:
             super()._applyCommand(command, callback, commandType)
             return
@@ -659,6 +666,10 @@ class RaftNode:
     def remove_member(self, node_id: str, callback: DoneCallback) -> None:
         """Ask the cluster to remove ``node_id`` (forwarded to the leader)."""
         self._sync.removeNodeFromCluster(node_id, callback=_done(callback))
+
+    def set_handing_over(self, on: bool) -> None:
+        """Refuse new entries (NOT_LEADER, callers retry) while leadership moves away."""
+        self._sync._tsc_handing_over = on
 
     def transfer_leadership(self, to: str | None, callback: DoneCallback) -> None:
         """On the leader: hand leadership to ``to`` (or the most caught-up follower)."""

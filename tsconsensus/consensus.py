@@ -250,21 +250,29 @@ class Consensus:
         The target must have every entry; under load the leader retries until ``timeout``.
         """
         deadline = time.monotonic() + timeout
-        while True:
-            if not self._raft.is_leader:
-                raise ClusterError(f"{self.node_id} is not the leader (leader: {self.leader})")
-            try:
-                self._membership_call(self._raft.transfer_leadership, to, 1.0, "transfer to")
-            except JoinError as exc:
+        if not self._raft.is_leader:
+            raise ClusterError(f"{self.node_id} is not the leader (leader: {self.leader})")
+        self._raft.set_handing_over(True)
+        try:
+            while True:
+                if not self._raft.is_leader:
+                    moved = self._raft.leader
+                    if moved is not None and moved != self.node_id:
+                        return moved
+                try:
+                    self._membership_call(self._raft.transfer_leadership, to, 1.0, "transfer to")
+                except JoinError as exc:
+                    if time.monotonic() >= deadline:
+                        raise ClusterError(f"leadership transfer failed: {exc}") from None
+                    time.sleep(0.01)  # the target is still catching up on the last entries
+                    continue
+                moved = self._wait_leader_change(min(deadline, time.monotonic() + 2.0))
+                if moved is not None and (to is None or moved == to):
+                    return moved
                 if time.monotonic() >= deadline:
-                    raise ClusterError(f"leadership transfer failed: {exc}") from None
-                time.sleep(0.02)  # the target was not caught up yet
-                continue
-            moved = self._wait_leader_change(min(deadline, time.monotonic() + 2.0))
-            if moved is not None and (to is None or moved == to):
-                return moved
-            if time.monotonic() >= deadline:
-                raise ClusterError(f"leadership did not move within {timeout:g}s")
+                    raise ClusterError(f"leadership did not move within {timeout:g}s")
+        finally:
+            self._raft.set_handing_over(False)
 
     def _wait_leader_change(self, until: float) -> str | None:
         while time.monotonic() < until:
