@@ -136,3 +136,15 @@ def test_emulator_socket_is_a_real_unix_socket(emulator: LocalAPIEmulator) -> No
         s.connect(emulator.socket_path)
         s.sendall(b"GET /localapi/v0/status HTTP/1.1\r\nHost: local-tailscaled.sock\r\n\r\n")
         assert s.recv(12).startswith(b"HTTP/1.")
+
+
+def test_whois_answers_are_cached_per_address(emulator: LocalAPIEmulator) -> None:
+    emulator.map_userspace("127.0.0.1:50300", "peer")
+    client = LocalAPIClient(emulator.socket_path, whois_ttl_s=30)
+    client.status()
+    before = emulator.requests
+    for _ in range(5):
+        assert client.whois("127.0.0.1", 50300).hostname == "peer"  # type: ignore[union-attr]
+    assert emulator.requests == before + 1
+    client.whois("127.0.0.1", 50301)  # another address: its own lookup (a miss, retried)
+    assert emulator.requests > before + 1
