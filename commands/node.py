@@ -15,6 +15,7 @@ import tsconsensus as tsc
 
 from .exit_codes import EPILOG
 from .render import emit_line, handles_errors, stderr
+from .target import command_client
 
 app = typer.Typer(help="Run a cluster node.", no_args_is_help=True)
 
@@ -62,8 +63,6 @@ def stop(
 
     Example: tsc node stop --config node1.toml
     """
-    from .target import command_client
-
     with command_client(config, None, 10.0) as client:
         client.stop_node()
     cfg = tsc.Config.load(config)

@@ -18,7 +18,8 @@ import threading
 import uuid
 
 from ._applier import encode_entry
-from ._raft import FailReason, RaftNode
+from ._raft import RaftNode
+from ._raft_model import FailReason
 from .clock import Clock
 from .errors import CommandTimeoutError, InvalidCommandError, NoLeaderError
 from .types import Command, CommandResult

@@ -3,16 +3,12 @@
 It adapts pysyncobj to what the rest of the package needs (:class:`RaftNode`): submit an entry
 and get its outcome through a callback, read a status, change membership. Everything pysyncobj
 does wrong by default is fixed here:
-- it binds ``0.0.0.0``: the server binds the node's own address only;
-- it unpickles frames from anyone: connections are authorized by tag *at accept*, before a byte
-  is read, and every frame must carry a MAC (keyed BLAKE2b) under the cluster password;
-- its Fernet encryption and per-frame deflate cost more than the rest of a small frame's
-  handling: the tailnet encrypts already, so frames are authenticated (a MAC) and sent stored;
-- outgoing connections leave from the node's own address, so peers can authorize them by
-  source address even when every node shares one loopback or one host;
+- it binds ``0.0.0.0``: we bind the node's own address only;
+- it unpickles frames from anyone: connections are authorized by tag at accept, before a byte
+  is read, and every frame carries a MAC under the cluster password (:mod:`._wire`);
+- outgoing connections leave from the node's own address, so peers can authorize them;
 - an exception in a replicated method wedges the cluster: :class:`LogApplier` never raises;
-- default snapshots pickle the object's attributes: ours carry only the applier's bytes;
-- its fail reasons are translated into :class:`FailReason`.
+- default snapshots pickle the object's attributes: ours carry only the applier's bytes.
 
 Threads: pysyncobj runs on one thread of ours (the "Raft thread", named ``tsc-raft-<id>``).
 Callbacks given to :meth:`RaftNode.submit` and to membership calls run on that thread and must
@@ -24,19 +20,12 @@ from __future__ import annotations
 import _socket
 import collections
 import concurrent.futures
-import enum
-import gzip
-import hashlib
-import hmac
-import ipaddress
 import logging
 import os
 import queue
 import socket
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -49,58 +38,42 @@ from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from ._applier import LogApplier, join_entries
+from ._raft_model import (
+    COMMIT_PUSH_DELAY_S,
+    FORWARDED_WINDOW_S,
+    JOURNAL_FILE,
+    SNAPSHOT_FILE,
+    STATES,
+    FailReason,
+    PeerView,
+    SubmitCallback,
+    SubmitQueue,
+    build_status,
+    fan_out,
+)
+from ._wire import (
+    FastGzip,
+    FrameAuthenticator,
+    FrameCompression,
+    ResentEntriesFilter,
+    SourceBindingSocketModule,
+    check_bindable,
+    source,
+    split_node_id,
+)
 from .authorization import Authorizer
 from .config import RaftConfig
 from .errors import TsconsensusError
-from .types import CommandResult, MemberStatus, NodeStatus, RaftState
+from .types import CommandResult, NodeStatus, RaftState
 
 # Importing pysyncobj replaces socket.inet_ntop, on every OS, with a Windows-only version
 # (pysyncobj/win_inet_pton.py); put the real one back for the rest of the process.
 socket.inet_ntop = _socket.inet_ntop
 
 log = logging.getLogger("tsconsensus.raft")
-
-
-class _ResentEntriesFilter(logging.Filter):
-    """Drops pysyncobj's "truncating already-applied log entries" alarm.
-
-    pysyncobj rewinds a follower's next index whenever an older acknowledgement arrives, so a
-    busy leader re-sends entries the follower already holds; the follower then truncates and
-    re-adds the same entries (same term, same content) and logs a CRITICAL "may have diverged".
-    Applied entries are committed, and Raft never replaces committed entries with different
-    ones, so what is being replaced is always identical: the alarm is noise here.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("truncating already-applied log entries")
-
-
-logging.getLogger("pysyncobj.syncobj").addFilter(_ResentEntriesFilter())
+logging.getLogger("pysyncobj.syncobj").addFilter(ResentEntriesFilter())
 
 T = TypeVar("T")
-
-# After applying entries, pysyncobj at once sends every follower an append-entries that only
-# carries the new commit index: two frames out and two back per command. Unless a follower is
-# waiting for a command it forwarded, that news can ride on the next entry, or go out this
-# much later if no entry comes.
-COMMIT_PUSH_DELAY_S = 0.002
-# How long after a follower forwarded a command commit indexes are pushed at once again.
-FORWARDED_WINDOW_S = 1.0
-
-JOURNAL_FILE = "raft.journal"
-SNAPSHOT_FILE = "raft.snapshot"
-
-
-class FailReason(enum.Enum):
-    """Why a submitted entry has no outcome. All but DENIED are worth a retry."""
-
-    NO_LEADER = "no leader"
-    NOT_LEADER = "the node asked is no longer the leader"
-    LEADER_CHANGED = "the leader changed before the entry was committed"
-    DISCARDED = "the entry was overwritten by a new leader"
-    QUEUE_FULL = "the submit queue is full"
-    DENIED = "the request was denied"
-    UNKNOWN_OUTCOME = "the entry's outcome could not be tracked"
 
 
 _FAIL_REASONS = {
@@ -113,146 +86,13 @@ _FAIL_REASONS = {
     FAIL_REASON.UNKNOWN_OUTCOME: FailReason.UNKNOWN_OUTCOME,
 }
 
-_STATES = {0: RaftState.FOLLOWER, 1: RaftState.CANDIDATE, 2: RaftState.LEADER}
 
-SubmitCallback = Callable[[CommandResult | None, FailReason | None], None]
 DoneCallback = Callable[[FailReason | None], None]
 
 
-class _SourceAddress(threading.local):
-    host: str | None = None
-
-
-_source = _SourceAddress()
-
-
-class _SourceBindingSocketModule:
-    """Stands in for the ``socket`` module inside ``pysyncobj.tcp_connection``.
-
-    pysyncobj creates its outgoing sockets itself and never binds them. While a Raft thread of
-    ours dials (see :meth:`_AuthorizingTransport._connectIfNecessarySingle`) it sets its own
-    address in a thread-local; sockets made then are bound to it. Any other use falls through
-    to the real module unchanged.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(socket, name)
-        setattr(self, name, value)  # looked up on every frame: resolve each name once
-        return value
-
-    def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> socket.socket:
-        sock = socket.socket(family, type)
-        host = _source.host
-        if host is not None and _family_of(host) == family:
-            sock.bind((host, 0))
-        return sock
-
-
-def _family_of(host: str) -> int:
-    return socket.AF_INET if ipaddress.ip_address(host).version == 4 else socket.AF_INET6
-
-
-class _FrameCompression:
-    """Stands in for the ``zlib`` module inside ``pysyncobj.tcp_connection``.
-
-    pysyncobj deflates every frame at level 3; for the small frames Raft mostly sends, setting
-    up deflate costs more than the rest of the frame's handling. Frames under 64 KiB are sent
-    as a *stored* (uncompressed) zlib stream, which any zlib reader accepts, so peers need no
-    change; larger ones (snapshot chunks) are still compressed.
-    """
-
-    _STORED_LIMIT = 65535
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(zlib, name)
-        setattr(self, name, value)
-        return value
-
-    def compress(self, data: bytes, level: int = -1) -> bytes:
-        if len(data) > self._STORED_LIMIT:
-            return zlib.compress(data, 1)
-        # zlib header (deflate, 32K window, no dictionary), one final stored block, adler32.
-        size = len(data)
-        return b"".join(
-            (
-                b"\x78\x01",
-                struct.pack("<BHH", 1, size, size ^ 0xFFFF),
-                data,
-                struct.pack(">I", zlib.adler32(data)),
-            )
-        )
-
-    @staticmethod
-    def decompress(data: bytes) -> bytes:
-        return zlib.decompress(data)
-
-
-class _FastGzip:
-    """Stands in for ``gzip`` inside ``pysyncobj.serializer``: snapshots are written at level 1.
-
-    pysyncobj writes snapshots on the Raft thread (we do not let it fork a threaded process);
-    gzip's default level 9 would stall the cluster for a large state, level 1 is several times
-    faster for a slightly larger file.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(gzip, name)
-
-    @staticmethod
-    def GzipFile(*args: Any, **kwargs: Any) -> gzip.GzipFile:
-        kwargs.setdefault("compresslevel", 1)
-        return gzip.GzipFile(*args, **kwargs)
-
-
-_pso_serializer.gzip = _FastGzip()  # type: ignore[assignment]
-_pso_tcp_connection.socket = _SourceBindingSocketModule()  # type: ignore[assignment]
-_pso_tcp_connection.zlib = _FrameCompression()  # type: ignore[assignment]
-
-
-class FrameAuthenticator:
-    """Authenticates every Raft frame with a keyed BLAKE2b MAC under the cluster password.
-
-    It takes the place of pysyncobj's Fernet "encryptor" (same three methods). The tailnet
-    already encrypts every packet (WireGuard), so what the cluster needs from its password is
-    authentication: a frame that does not carry a valid tag is dropped, with its connection,
-    before it is unpickled. Replays across connections are stopped by pysyncobj's per-connection
-    random keys, which travel inside the authenticated payload.
-    """
-
-    _HEADER = struct.Struct(">BQ")
-    _VERSION = 1
-    _MAC_LEN = 32
-
-    def __init__(self, password: str) -> None:
-        self._key = hashlib.sha256(b"tsconsensus-raft-frame\x00" + password.encode()).digest()
-
-    def _mac(self, header: bytes, data: bytes) -> bytes:
-        # Keyed BLAKE2b is a MAC by design (RFC 7693) and, unlike OpenSSL's HMAC here, costs
-        # well under two microseconds for a small frame.
-        mac = hashlib.blake2b(header, key=self._key, digest_size=self._MAC_LEN)
-        mac.update(data)
-        return mac.digest()
-
-    def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
-        header = self._HEADER.pack(self._VERSION, max(0, int(current_time)))
-        return header + self._mac(header, data) + data
-
-    def extract_timestamp(self, token: bytes) -> int:
-        version, timestamp = self._HEADER.unpack_from(token)
-        if version != self._VERSION:
-            raise ValueError("unknown frame version")
-        return int(timestamp)
-
-    def decrypt(self, token: bytes) -> bytes:
-        split = self._HEADER.size
-        header, mac, data = (
-            token[:split],
-            token[split : split + self._MAC_LEN],
-            token[split + self._MAC_LEN :],
-        )
-        if len(mac) != self._MAC_LEN or not hmac.compare_digest(mac, self._mac(header, data)):
-            raise ValueError("frame authentication failed")
-        return data
+_pso_serializer.gzip = FastGzip()  # type: ignore[assignment]
+_pso_tcp_connection.socket = SourceBindingSocketModule()  # type: ignore[assignment]
+_pso_tcp_connection.zlib = FrameCompression()  # type: ignore[assignment]
 
 
 class _SyncObj(SyncObj):  # type: ignore[misc]
@@ -319,12 +159,6 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         return self._tsc_authenticator
 
 
-def split_node_id(node_id: str) -> tuple[str, int]:
-    """``"100.64.0.1:6270"`` -> ``("100.64.0.1", 6270)`` (IPv6 hosts may be bracketed)."""
-    host, _, port = node_id.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 class _AuthorizingTransport(TCPTransport):  # type: ignore[misc]
     """pysyncobj's TCP transport, closed to every peer the :class:`Authorizer` denies."""
 
@@ -384,11 +218,11 @@ class _AuthorizingTransport(TCPTransport):  # type: ignore[misc]
             return False
         if not self._authorizer.may_dial(split_node_id(node.id)[0]):
             return False
-        _source.host = self._source_host
+        source.host = self._source_host
         try:
             return bool(super()._connectIfNecessarySingle(node))
         finally:
-            _source.host = None
+            source.host = None
 
 
 class _ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
@@ -409,16 +243,6 @@ class _ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
 
     def _deserialize(self, data: bytes) -> None:
         self._applier.restore(data)
-
-
-def check_bindable(host: str, port: int) -> None:
-    """Raise :class:`TsconsensusError` if ``host:port`` cannot be bound (in use, not local)."""
-    with socket.socket(_family_of(host), socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise TsconsensusError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 class RaftNode:
@@ -505,9 +329,7 @@ class RaftNode:
         self._tick_period = min(0.02, raft.heartbeat_interval_s / 2)
         self._stopping = threading.Event()
         self._calls: collections.deque[Callable[[], None]] = collections.deque()
-        self._pending: collections.deque[tuple[bytes, SubmitCallback]] = collections.deque()
-        self._max_batch_bytes = max_entry_bytes
-        self._wake_sent = False
+        self._submits = SubmitQueue(max_entry_bytes, self._wake)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -553,32 +375,15 @@ class RaftNode:
             pass
 
     def _flush_pending(self) -> None:
-        """Raft thread: submit everything queued since the last tick, as few entries as fit.
-
-        A lone command goes out at once; commands that arrived while the Raft thread was busy
-        share one log entry, so one append-entries round commits all of them (group commit).
-        """
-        # Cleared before draining: a submit racing with the drain either lands in this drain
-        # or sees the flag down and wakes the thread again.
-        self._wake_sent = False
-        while self._pending:
-            entries: list[bytes] = []
-            callbacks: list[SubmitCallback] = []
-            size = 2
-            while self._pending and (
-                not entries or size + len(self._pending[0][0]) + 1 <= self._max_batch_bytes
-            ):
-                entry, callback = self._pending.popleft()
-                entries.append(entry)
-                callbacks.append(callback)
-                size += len(entry) + 1
+        """Raft thread: submit what queued up since the last tick (group commit)."""
+        for entries, callbacks in self._submits.batches():
             self._log.apply_entries(
                 join_entries(entries, time.time()), callback=_fan_out(callbacks)
             )
 
     def _state_changed(self, old: int, new: int) -> None:
         if self._on_state_change is not None:
-            self._on_state_change(_STATES[old], _STATES[new])
+            self._on_state_change(STATES[old], STATES[new])
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -589,11 +394,7 @@ class RaftNode:
         ``callback(None, reason)`` when it will not be. Some failures (a follower installing a
         snapshot) lose the callback entirely, so callers must wait with a deadline.
         """
-
-        self._pending.append((entry, callback))
-        if not self._wake_sent:  # one wake-up per batch: a write is a syscall
-            self._wake_sent = True
-            self._wake()
+        self._submits.put(entry, callback)
 
     # -- status -----------------------------------------------------------------------------
 
@@ -615,47 +416,19 @@ class RaftNode:
         return [self.node_id, *sorted(n.id for n in self._sync.otherNodes)]
 
     def status(self) -> NodeStatus:
-        raw = self._sync.getStatus()
-        state = _STATES[raw["state"]]
-        commit = int(raw["commit_idx"])
-        leader = raw["leader"]
-        last_index = commit
-        members = [
-            MemberStatus(
-                id=self.node_id,
-                address=split_node_id(self.node_id)[0],
-                connected=True,
-                match_index=None,
-                lag=None,
-                is_self=True,
-            )
-        ]
         now = _pso_monotonic()
         heard = self._transport.last_heard
-        for node in sorted(self._sync.otherNodes, key=lambda n: n.id):
-            match = raw.get(f"match_idx_server_{node.id}") if state is RaftState.LEADER else None
-            last = heard.get(str(node.id))
-            members.append(
-                MemberStatus(
-                    id=node.id,
-                    address=split_node_id(node.id)[0],
-                    connected=bool(self._sync.isNodeConnected(node)),
-                    match_index=None if match is None else int(match),
-                    lag=None if match is None else max(0, last_index - int(match)),
-                    last_contact_s=None if last is None else max(0.0, now - last),
-                )
+        peers = [
+            PeerView(
+                id=str(node.id),
+                connected=bool(self._sync.isNodeConnected(node)),
+                seconds_since_heard=None
+                if heard.get(str(node.id)) is None
+                else max(0.0, now - heard[str(node.id)]),
             )
-        return NodeStatus(
-            node_id=self.node_id,
-            address=split_node_id(self.node_id)[0],
-            state=state,
-            leader=None if leader is None else str(leader.id),
-            term=int(raw["raft_term"]),
-            commit_index=commit,
-            applied_index=int(raw["last_applied"]),
-            has_quorum=bool(raw["has_quorum"]),
-            members=tuple(members),
-        )
+            for node in self._sync.otherNodes
+        ]
+        return build_status(self.node_id, self._sync.getStatus(), peers)
 
     # -- membership and leadership ----------------------------------------------------------
 
@@ -704,26 +477,16 @@ class RaftNode:
             self._thread.join(timeout)
 
 
+def _reason(code: int) -> FailReason | None:
+    """pysyncobj's fail code as a :class:`FailReason` (``None`` for success)."""
+    if code == FAIL_REASON.SUCCESS:
+        return None
+    return _FAIL_REASONS.get(code, FailReason.UNKNOWN_OUTCOME)
+
+
 def _fan_out(callbacks: list[SubmitCallback]) -> Callable[[Any, int], None]:
-    """One pysyncobj callback that reports each command of a batch to its own caller."""
-
-    def done(results: Any, error: int) -> None:
-        if error == FAIL_REASON.SUCCESS and isinstance(results, list):
-            for i, callback in enumerate(callbacks):
-                if i < len(results):
-                    callback(results[i], None)
-                else:
-                    callback(None, FailReason.UNKNOWN_OUTCOME)
-        else:
-            reason = _FAIL_REASONS.get(error, FailReason.UNKNOWN_OUTCOME)
-            for callback in callbacks:
-                callback(None, reason)
-
-    return done
+    return lambda results, code: fan_out(callbacks, results, _reason(code))
 
 
 def _done(callback: DoneCallback) -> Callable[[Any, int], None]:
-    def done(_result: Any, error: int) -> None:
-        callback(None if error == FAIL_REASON.SUCCESS else _FAIL_REASONS.get(error))
-
-    return done
+    return lambda _result, code: callback(_reason(code))

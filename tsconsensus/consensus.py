@@ -6,25 +6,26 @@ thread (serves the command and monitor ports, runs blocking calls' retries).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._applier import LogApplier
 from ._executor import CommandExecutor
 from ._http import HttpServer
-from ._raft import FailReason, RaftNode, split_node_id
+from ._loop import LoopThread
+from ._raft import RaftNode
+from ._raft_model import FailReason
+from ._wire import split_node_id
 from .authorization import Authorizer, cluster_password
 from .bootstrap import decide_members, write_members
 from .client import NodeClient
 from .clock import Clock, SystemClock
 from .command_server import command_routes
 from .config import Config
-from .errors import ClusterError, JoinError, NotTaggedError, TsconsensusError
+from .errors import ClusterError, JoinError, NoLeaderError, NotTaggedError, TsconsensusError
 from .metrics import Metrics
 from .monitor_server import monitor_routes
 from .tailnet import Peer, Tailnet
@@ -33,37 +34,6 @@ from .types import Command, CommandResult, NodeStatus, RaftState, StateMachine
 log = logging.getLogger("tsconsensus")
 
 T = TypeVar("T")
-
-
-class _LoopThread:
-    """An asyncio event loop running on a thread of its own until :meth:`stop`."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    @property
-    def is_current(self) -> bool:
-        return threading.current_thread() is self._thread
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self.is_current:
-            coro.close()
-            raise RuntimeError("blocking tsconsensus calls cannot run on the node's own loop")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        if not self._thread.is_alive():
-            self.loop.close()
 
 
 class Consensus:
@@ -82,7 +52,7 @@ class Consensus:
         raft: RaftNode,
         applier: LogApplier,
         executor: CommandExecutor,
-        loop_thread: _LoopThread,
+        loop_thread: LoopThread,
         servers: list[HttpServer],
         metrics: Metrics,
     ) -> None:
@@ -213,16 +183,12 @@ class Consensus:
 
     def wait_for_leader(self, timeout: float = 10.0) -> str:
         """Block until a leader is known; return its id. Raises :class:`NoLeaderError`."""
-        from .errors import NoLeaderError
-
-        deadline = threading.Event()
-        waited = 0.0
-        while waited < timeout:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             leader = self._raft.leader
             if leader is not None:
                 return leader
-            deadline.wait(0.02)
-            waited += 0.02
+            time.sleep(0.02)
         raise NoLeaderError(f"no leader within {timeout:g}s")
 
     def snapshot(self, timeout: float = 30.0) -> tuple[int, bytes]:
@@ -408,7 +374,7 @@ def start(
         max_entry_bytes=max_entry,
         on_state_change=_on_state_change(node_id, metrics),
     )
-    loop_thread = _LoopThread(f"tsc-loop-{node_id}")
+    loop_thread = LoopThread(f"tsc-loop-{node_id}")
     servers: list[HttpServer] = []
     try:
         executor = CommandExecutor(
