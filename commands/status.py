@@ -96,17 +96,10 @@ def render(view: dict[str, Any]) -> Table:
     table = Table(
         title=title, header_style="bold", title_style="green" if view["healthy"] else "bold red"
     )
-    for column in (
-        "node",
-        "state",
-        "term",
-        "commit",
-        "applied",
-        "lag",
-        "connected",
-        "last contact",
-    ):
-        table.add_column(column)
+    table.add_column("node", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for column in ("term", "commit", "applied", "lag", "conn", "contact"):
+        table.add_column(column, no_wrap=True, justify="right")
     for n in view["nodes"]:
         if not n["reachable"]:
             table.add_row(n["id"], Text("unreachable", style="red"), "", "", "", "", "", "")
