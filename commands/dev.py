@@ -79,7 +79,7 @@ def up(
         emit_json([dict(zip(keys, row, strict=True)) for row in rows])
         return
     for row in rows:  # the directory is in the title; keep the table narrow
-        row[-1] = Path(row[-1]).name
+        row[-1] = Path(str(row[-1])).name
     emit_table(
         f"dev cluster in {directory}", ["node", "command", "monitor", "pid", "role", "config"], rows
     )
