@@ -264,3 +264,15 @@ def test_tsc_peers_shows_the_tagged_nodes(make_emulated: Make) -> None:
     assert "node1 (this node)" in table.stdout
     listed = run_cli("members", "list", "--config", str(cluster.config_path(1)), "--json")
     assert len(json.loads(listed.stdout)) == 3
+
+
+def test_an_unknown_local_source_is_refused_at_once_on_the_raft_port(make_emulated: Make) -> None:
+    # In userspace mode a whois miss may be retried for a moment; the Raft thread must never
+    # wait for that (a local process could otherwise stall heartbeats by connecting in a loop).
+    cluster = make_emulated(3)
+    target = (cluster.addresses[0], cluster.ports.raft)
+    for _ in range(5):
+        started = time.monotonic()
+        assert _closed_at_once(target, "127.0.0.1")
+        assert time.monotonic() - started < 0.4
+    assert cluster.execute(0, "set", {"unbothered": True}).error is None

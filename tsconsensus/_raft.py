@@ -197,7 +197,7 @@ class _AuthorizingTransport(TCPTransport):  # type: ignore[misc]
         except (OSError, AttributeError):
             conn.disconnect()
             return
-        if not self._authorizer.allows(ip, port):
+        if not self._authorizer.allows(ip, port, patient=False):
             log.warning("raft: refused connection from %s:%s (not a tagged peer)", ip, port)
             conn.disconnect()
             return

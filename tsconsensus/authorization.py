@@ -30,10 +30,14 @@ class Authorizer:
     def cluster_tag(self) -> str:
         return self._tag
 
-    def allows(self, ip: str, port: int) -> bool:
-        """True only if the source is a tailnet node carrying the cluster tag."""
+    def allows(self, ip: str, port: int, *, patient: bool = True) -> bool:
+        """True only if the source is a tailnet node carrying the cluster tag.
+
+        ``patient=False`` never waits for the tailnet (for the Raft thread: a denied peer
+        simply dials again); ``True`` may block briefly, so async callers run it in a thread.
+        """
         try:
-            peer = self._tailnet.whois(ip, port)
+            peer = self._tailnet.whois(ip, port, patient=patient)
         except TailnetError as exc:
             log.warning("denying %s:%d: tailnet cannot identify it (%s)", ip, port, exc)
             return False
@@ -50,7 +54,7 @@ class Authorizer:
 
     def may_dial(self, ip: str) -> bool:
         """True only if ``ip`` belongs to a tailnet node carrying the cluster tag."""
-        return self.allows(ip, 0)
+        return self.allows(ip, 0, patient=False)
 
 
 def cluster_password(cluster_tag: str, secret: str = "") -> str:

@@ -6,6 +6,7 @@ thread (serves the command and monitor ports, runs blocking calls' retries).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import time
@@ -396,7 +397,13 @@ def start(
         )
 
         async def authorize(ip: str, port: int) -> bool:
-            return authorizer.allows(ip, port)
+            if not getattr(tailnet, "may_block", True):
+                return authorizer.allows(ip, port)
+            # Asking tailscaled may block (a whois can wait for a userspace mapping): never
+            # on the loop that serves every other request.
+            return await asyncio.get_running_loop().run_in_executor(
+                None, authorizer.allows, ip, port
+            )
 
         servers.append(
             HttpServer(

@@ -147,8 +147,12 @@ class LocalAPIClient:
             self._status = (now, status)
         return status
 
-    def whois(self, ip: str, port: int) -> Peer | None:
-        """The tailnet node behind ``ip:port``, or ``None`` (tailscaled's 404)."""
+    def whois(self, ip: str, port: int, *, patient: bool = True) -> Peer | None:
+        """The tailnet node behind ``ip:port``, or ``None`` (tailscaled's 404).
+
+        ``patient``: retry a 404 for up to half a second, since in userspace-networking mode
+        the mapping of a fresh connection lands in tailscaled just after the dial.
+        """
         host = f"[{ip}]" if ":" in ip else ip
         key = f"{host}:{port}"
         now = time.monotonic()
@@ -159,7 +163,7 @@ class LocalAPIClient:
             if now - cached[0] < ttl:
                 return cached[1]
         self_id = self.status().self_peer.id
-        deadline = now + _WHOIS_RETRY_S
+        deadline = now + (_WHOIS_RETRY_S if patient else 0.0)
         while True:
             response = self._get("whois", {"addr": key})
             if response.status_code == 200:
@@ -198,7 +202,7 @@ class LocalAPITailnet:
     def peers(self) -> list[Peer]:
         return list(self.client.status().peers)
 
-    def whois(self, ip: str, port: int) -> Peer | None:
+    def whois(self, ip: str, port: int, *, patient: bool = True) -> Peer | None:
         try:
             ip = normalize_ip(ip)
         except ValueError:
@@ -207,4 +211,4 @@ class LocalAPITailnet:
         for peer in (status.self_peer, *status.peers):
             if ip in peer.addresses:
                 return peer
-        return self.client.whois(ip, port)
+        return self.client.whois(ip, port, patient=patient)

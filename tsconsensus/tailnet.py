@@ -46,7 +46,8 @@ class Tailnet(Protocol):
     """What the cluster needs from a tailnet backend.
 
     Methods may block briefly (a backend may ask a local daemon) and are called from any thread.
-    They raise :class:`TailnetError` when the backend cannot answer.
+    They raise :class:`TailnetError` when the backend cannot answer. A backend whose answers
+    never block may say so with a class attribute ``may_block = False``.
     """
 
     def self_peer(self) -> Peer:
@@ -57,8 +58,12 @@ class Tailnet(Protocol):
         """Every other node of the tailnet, tagged or not."""
         ...
 
-    def whois(self, ip: str, port: int) -> Peer | None:
-        """The node a connection from ``ip:port`` comes from, or ``None`` if none matches."""
+    def whois(self, ip: str, port: int, *, patient: bool = True) -> Peer | None:
+        """The node a connection from ``ip:port`` comes from, or ``None`` if none matches.
+
+        ``patient=False`` answers at once from what the backend knows (the Raft thread must
+        never wait); ``True`` may wait briefly for a mapping that is about to appear.
+        """
         ...
 
 
@@ -84,6 +89,8 @@ class StaticTailnet:
     Safe to use from any thread (it never changes after construction, except through
     :meth:`replace_peers`, which swaps the whole list atomically).
     """
+
+    may_block = False
 
     def __init__(self, self_address: str, peers: Sequence[StaticPeer]) -> None:
         self._self_address = normalize_ip(self_address)
@@ -120,7 +127,7 @@ class StaticTailnet:
     def peers(self) -> list[Peer]:
         return [p for p in self._peers if not p.is_self]
 
-    def whois(self, ip: str, port: int) -> Peer | None:
+    def whois(self, ip: str, port: int, *, patient: bool = True) -> Peer | None:
         peer = self._by_address.get(ip)  # the common case: already canonical text
         if peer is None:
             try:
