@@ -161,10 +161,13 @@ class CommandExecutor:
                     pass
 
             self._raft.submit(entry, callback)
+            # A timer that settles the future, rather than asyncio.wait_for, which wraps the
+            # wait in a task of its own on every call.
+            timer = loop.call_later(wait, settle, (None, None))
             try:
-                outcome = await asyncio.wait_for(future, wait)
-            except asyncio.TimeoutError:
-                outcome = (None, None)
+                outcome = await future
+            finally:
+                timer.cancel()
             step = attempts.after(outcome, self._clock.monotonic())
             if isinstance(step, CommandResult):
                 return step

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger("tsconsensus.http")
+
+T = TypeVar("T")
 
 MAX_HEADER_BYTES = 16 * 1024
 _REASONS = {
@@ -159,7 +162,7 @@ class HttpServer:
     ) -> tuple[Response | None, bool, Request | None]:
         """Read one request and produce its response; ``None`` means close silently."""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._read_timeout)
+            head = await _within(self._read_timeout, reader.readuntil(b"\r\n\r\n"))
         except asyncio.IncompleteReadError:
             return None, False, None
         except asyncio.LimitOverrunError:
@@ -192,7 +195,7 @@ class HttpServer:
                 None,
             )
         try:
-            body = await asyncio.wait_for(reader.readexactly(length), self._read_timeout)
+            body = await _within(self._read_timeout, reader.readexactly(length))
         except asyncio.TimeoutError:
             return error(408, "timed out reading the request body"), False, None
         url = urlsplit(target)
@@ -207,6 +210,18 @@ class HttpServer:
         except Exception:
             log.exception("%s handler for %s %s failed", self.name, method, url.path)
             return error(500, "internal error (see the node's log)"), keep_alive, request
+
+
+async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``await awaitable`` or raise :class:`asyncio.TimeoutError` after ``seconds``.
+
+    On Python 3.11+ this is ``asyncio.timeout``, which, unlike ``asyncio.wait_for``, does not
+    start a task per call (two per request here).
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
 def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
