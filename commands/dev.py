@@ -11,6 +11,7 @@ from tsconsensus.testing import LocalCluster
 
 from .exit_codes import EPILOG
 from .render import emit_json, emit_line, emit_table, handles_errors, stderr
+from .target import json_opt, timeout_opt
 
 app = typer.Typer(
     help="A local cluster on 127.0.0.x addresses (static tailnet), for trying tsc.",
@@ -33,8 +34,8 @@ def up(
         "", "--state-machine", help="module:factory of your machine (default: built-in KV)."
     ),
     in_memory: bool = typer.Option(False, "--in-memory", help="Keep no state on disk."),
-    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for a leader."),
-    as_json: bool = typer.Option(False, "--json", help="Print the nodes as JSON."),
+    timeout: float = timeout_opt(30.0, "Seconds to wait for a leader."),
+    as_json: bool = json_opt("the nodes"),
 ) -> None:
     """Start an N-node cluster in the background and wait until it has a leader.
 

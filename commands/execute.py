@@ -12,7 +12,7 @@ import typer
 from . import exit_codes
 from .exit_codes import EPILOG
 from .render import emit_json, emit_value, fail, handles_errors, stderr
-from .target import ADDRESS_HELP, ConfigOpt, command_client
+from .target import CommandAddressOpt, ConfigOpt, command_client, json_opt, timeout_opt
 
 
 def parse_args(text: str) -> Any:
@@ -39,12 +39,12 @@ def exec_command(
         "null", "--args", "-a", help="Arguments as JSON; @FILE reads a file, - reads stdin."
     ),
     config: Path = ConfigOpt,
-    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (command port)"),
+    address: str = CommandAddressOpt,
     request_id: str = typer.Option(
         None, "--request-id", help="Makes retries safe: the same id is never applied twice."
     ),
-    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the commit."),
-    as_json: bool = typer.Option(False, "--json", help="Print the whole response as JSON."),
+    timeout: float = timeout_opt(10.0, "Seconds to wait for the commit."),
+    as_json: bool = json_opt("the whole response"),
 ) -> None:
     """Execute a command on the cluster: any node forwards it to the leader.
 

@@ -8,7 +8,7 @@ import typer
 
 from .exit_codes import EPILOG
 from .render import emit_line, handles_errors, stderr
-from .target import ADDRESS_HELP, ConfigOpt, command_client
+from .target import CommandAddressOpt, ConfigOpt, command_client, timeout_opt
 
 app = typer.Typer(help="Move Raft leadership between members.", no_args_is_help=True)
 
@@ -20,8 +20,8 @@ def transfer(
         None, "--to", help="Member id (host:raft_port) to lead; default: the most caught-up."
     ),
     config: Path = ConfigOpt,
-    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (command port)"),
-    timeout: float = typer.Option(15.0, "--timeout", help="Seconds to wait for the move."),
+    address: str = CommandAddressOpt,
+    timeout: float = timeout_opt(15.0, "Seconds to wait for the move."),
 ) -> None:
     """Hand leadership to another member (asked of any node, done by the leader).
 

@@ -15,7 +15,7 @@ import tsconsensus as tsc
 
 from .exit_codes import EPILOG
 from .render import emit_line, handles_errors, stderr
-from .target import command_client
+from .target import command_client, timeout_opt
 
 app = typer.Typer(help="Run a cluster node.", no_args_is_help=True)
 
@@ -56,7 +56,7 @@ def start(
 @handles_errors
 def stop(
     config: Path = typer.Option(..., "--config", "-c", help="The node's TOML config file."),
-    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for it to exit."),
+    timeout: float = timeout_opt(30.0, "Seconds to wait for it to exit."),
 ) -> None:
     """Stop the node started with this config (run it on that node): a leader hands
     leadership over first, so a planned restart costs no election timeout.

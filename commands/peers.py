@@ -9,7 +9,15 @@ from rich.text import Text
 
 from .exit_codes import EPILOG
 from .render import emit_json, emit_line, emit_table, handles_errors
-from .target import ADDRESS_HELP, ConfigOpt, command_client, monitor_client
+from .target import (
+    CommandAddressOpt,
+    ConfigOpt,
+    MonitorAddressOpt,
+    command_client,
+    json_opt,
+    monitor_client,
+    timeout_opt,
+)
 
 members_app = typer.Typer(
     help="List and remove members of the Raft configuration.", no_args_is_help=True
@@ -23,9 +31,9 @@ def _yes_no(value: bool) -> Text:
 @handles_errors
 def peers_command(
     config: Path = ConfigOpt,
-    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (monitor port)"),
-    as_json: bool = typer.Option(False, "--json", help="Print the peers as JSON."),
-    timeout: float = typer.Option(5.0, "--timeout", help="Seconds to wait for the node."),
+    address: str = MonitorAddressOpt,
+    as_json: bool = json_opt("the peers"),
+    timeout: float = timeout_opt(5.0, "Seconds to wait for the node."),
 ) -> None:
     """Show the tailnet nodes that carry the cluster tag: addresses, online, member or not.
 
@@ -52,9 +60,9 @@ def peers_command(
 @handles_errors
 def members_list(
     config: Path = ConfigOpt,
-    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (monitor port)"),
-    as_json: bool = typer.Option(False, "--json", help="Print the members as JSON."),
-    timeout: float = typer.Option(5.0, "--timeout", help="Seconds to wait for the node."),
+    address: str = MonitorAddressOpt,
+    as_json: bool = json_opt("the members"),
+    timeout: float = timeout_opt(5.0, "Seconds to wait for the node."),
 ) -> None:
     """List the members of the Raft configuration as the node sees them.
 
@@ -82,8 +90,8 @@ def members_list(
 def members_remove(
     member: str = typer.Argument(..., help="The member's id, host:raft_port."),
     config: Path = ConfigOpt,
-    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (command port)"),
-    timeout: float = typer.Option(15.0, "--timeout", help="Seconds to wait for the change."),
+    address: str = CommandAddressOpt,
+    timeout: float = timeout_opt(15.0, "Seconds to wait for the change."),
 ) -> None:
     """Remove a member from the Raft configuration (forwarded to the leader).
 

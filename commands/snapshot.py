@@ -13,7 +13,15 @@ from tsconsensus.snapshot_file import read_snapshot_file, write_snapshot_file
 from . import exit_codes
 from .exit_codes import EPILOG
 from .render import emit_json, emit_line, emit_table, fail, handles_errors, stderr
-from .target import ADDRESS_HELP, ConfigOpt, command_client, monitor_client
+from .target import (
+    CommandAddressOpt,
+    ConfigOpt,
+    MonitorAddressOpt,
+    command_client,
+    json_opt,
+    monitor_client,
+    timeout_opt,
+)
 
 app = typer.Typer(help="Back up and restore the replicated state.", no_args_is_help=True)
 
@@ -23,8 +31,8 @@ app = typer.Typer(help="Back up and restore the replicated state.", no_args_is_h
 def save(
     file: Path = typer.Argument(..., help="Where to write the snapshot."),
     config: Path = ConfigOpt,
-    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (monitor port)"),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the node."),
+    address: str = MonitorAddressOpt,
+    timeout: float = timeout_opt(60.0, "Seconds to wait for the node."),
 ) -> None:
     """Save the state machine's snapshot, with the index and term it covers and a checksum.
 
@@ -41,7 +49,7 @@ def save(
 @handles_errors
 def inspect(
     file: Path = typer.Argument(..., help="A file written by tsc snapshot save."),
-    as_json: bool = typer.Option(False, "--json", help="Print the header as JSON."),
+    as_json: bool = json_opt("the header"),
 ) -> None:
     """Check a snapshot file (size, checksum) and show what it covers.
 
@@ -72,9 +80,9 @@ def inspect(
 def restore(
     file: Path = typer.Argument(..., help="A file written by tsc snapshot save."),
     config: Path = ConfigOpt,
-    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (command port)"),
+    address: str = CommandAddressOpt,
     yes: bool = typer.Option(False, "--yes", help="Really replace the cluster's whole state."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the commit."),
+    timeout: float = timeout_opt(60.0, "Seconds to wait for the commit."),
 ) -> None:
     """Replace the cluster's state with a snapshot (to seed a new cluster).
 

@@ -17,7 +17,7 @@ import tsconsensus as tsc
 from . import exit_codes
 from .exit_codes import EPILOG
 from .render import emit_json, handles_errors, stdout
-from .target import ADDRESS_HELP, ConfigOpt, resolve_monitor
+from .target import ConfigOpt, MonitorAddressOpt, json_opt, resolve_monitor, timeout_opt
 
 
 def _host_port(node_id: str, port: int) -> str:
@@ -122,11 +122,11 @@ def render(view: dict[str, Any]) -> Table:
 @handles_errors
 def status_command(
     config: Path = ConfigOpt,
-    address: str = typer.Option(None, "--address", help=ADDRESS_HELP + " (monitor port)"),
-    as_json: bool = typer.Option(False, "--json", help="Print the cluster's state as JSON."),
+    address: str = MonitorAddressOpt,
+    as_json: bool = json_opt("the cluster's state"),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place until Ctrl-C."),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between --watch refreshes."),
-    timeout: float = typer.Option(2.0, "--timeout", help="Seconds to wait for each node."),
+    timeout: float = timeout_opt(2.0, "Seconds to wait for each node."),
 ) -> None:
     """Show every member: state, term, commit and applied index, lag behind the leader,
     connected, last contact. Unreachable members are shown as such.

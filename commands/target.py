@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 import tsconsensus as tsc
 
 CONFIG_HELP = "The node's TOML config; tsc then talks to that node, as that node."
-ADDRESS_HELP = "host:port of a node's port to talk to instead of --config."
 
 ConfigOpt = typer.Option(None, "--config", "-c", help=CONFIG_HELP, envvar="TSC_CONFIG")
+CommandAddressOpt = typer.Option(
+    None, "--address", help="host:port of a node's command port, instead of --config."
+)
+MonitorAddressOpt = typer.Option(
+    None, "--address", help="host:port of a node's monitor port, instead of --config."
+)
+
+
+def json_opt(what: str) -> Any:
+    """``--json``: print ``what`` as JSON instead of a table."""
+    return typer.Option(False, "--json", help=f"Print {what} as JSON.")
+
+
+def timeout_opt(default: float, help_text: str) -> Any:
+    """``--timeout`` in seconds."""
+    return typer.Option(default, "--timeout", help=help_text)
 
 
 def _resolve(config: Path | None, address: str | None, port_of: str) -> tuple[str, str | None]:
