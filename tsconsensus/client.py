@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import Any, NoReturn
 
 import httpx
@@ -41,12 +42,24 @@ class NodeClient:
         *,
         timeout: float = 10.0,
         source_address: str | None = None,
+        connect_timeout: float | None = None,
+        max_connections: int | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = _base_url(address)
         if transport is None:
-            transport = httpx.HTTPTransport(local_address=source_address, retries=0)
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+            transport = httpx.HTTPTransport(
+                local_address=source_address,
+                retries=0,
+                limits=httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                ),
+            )
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout or timeout),
+            transport=transport,
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -177,3 +190,42 @@ class NodeClient:
         except NoLeaderError:
             return False
         return True
+
+
+class PeerClients:
+    """The clients a node keeps for its peers' command ports (joins, forwarded requests).
+
+    One :class:`NodeClient` per peer address, reused across calls, each keeping at most
+    ``pool_size`` connections (``command.pool_size``) and giving up on a connection attempt
+    after ``connect_timeout_s`` (``command.connect_timeout_s``). Thread-safe.
+    """
+
+    def __init__(
+        self, *, source_address: str, pool_size: int, connect_timeout_s: float, timeout_s: float
+    ) -> None:
+        self._source = source_address
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout_s
+        self._timeout = timeout_s
+        self._lock = threading.Lock()
+        self._clients: dict[str, NodeClient] = {}
+
+    def get(self, address: str) -> NodeClient:
+        with self._lock:
+            client = self._clients.get(address)
+            if client is None:
+                client = NodeClient(
+                    address,
+                    timeout=self._timeout,
+                    source_address=self._source,
+                    connect_timeout=self._connect_timeout,
+                    max_connections=self._pool_size,
+                )
+                self._clients[address] = client
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()

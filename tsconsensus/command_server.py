@@ -26,7 +26,7 @@ import json
 from typing import Any, Protocol
 
 from ._http import Handler, Request, Response, error
-from .client import NodeClient
+from .client import PeerClients
 from .errors import ClusterError, InvalidCommandError, JoinError, NoLeaderError, TsconsensusError
 from .types import Command, CommandResult
 
@@ -56,6 +56,8 @@ class CommandNode(Protocol):
     def transfer_leadership(self, to: str | None = None, timeout: float = 10.0) -> str: ...
 
     def request_stop(self) -> bool: ...
+
+    peer_clients: PeerClients
 
     async def execute_command_async(
         self, command: Command, *, request_id: str | None = None, timeout: float | None = None
@@ -162,10 +164,8 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
                 return error(503, "no leader to transfer from", leader=None)
 
             def forward() -> Any:
-                with NodeClient(
-                    leader, timeout=node.default_timeout_s + 5, source_address=node.address
-                ) as client:
-                    return client.request("POST", "/v1/leader/transfer", {"to": to})
+                client = node.peer_clients.get(leader)
+                return client.request("POST", "/v1/leader/transfer", {"to": to})
 
             try:
                 return Response(200, await loop.run_in_executor(None, forward))

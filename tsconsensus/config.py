@@ -173,7 +173,7 @@ class CommandConfig:
     max_body_bytes: int = 1_048_576
     """Largest accepted request body; larger ones get 413."""
     pool_size: int = 5
-    """Connections kept open per peer by the node's HTTP client."""
+    """Connections the node keeps open to each peer's command port (joins, forwarded requests)."""
     connect_timeout_s: float = 5.0
     """Deadline for opening a connection to a peer."""
 

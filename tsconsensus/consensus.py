@@ -22,7 +22,7 @@ from ._raft_model import FailReason
 from ._wire import split_node_id
 from .authorization import Authorizer, cluster_password
 from .bootstrap import decide_members, write_members
-from .client import NodeClient
+from .client import PeerClients
 from .clock import Clock, SystemClock
 from .command_server import command_routes
 from .config import Config
@@ -56,6 +56,7 @@ class Consensus:
         loop_thread: LoopThread,
         servers: list[HttpServer],
         metrics: Metrics,
+        peer_clients: PeerClients,
     ) -> None:
         self.config = config
         self.cluster_tag = cluster_tag
@@ -68,6 +69,7 @@ class Consensus:
         self._stopped = False
         self.default_timeout_s = config.command.timeout_s
         self.metrics = metrics
+        self.peer_clients = peer_clients
         self._on_stop_request: Callable[[], None] | None = None
 
     # -- identity ---------------------------------------------------------------------------
@@ -295,6 +297,7 @@ class Consensus:
                 log.warning("could not hand leadership over before stopping: %s", exc)
         self._raft.stop()
         self._loop.stop()
+        self.peer_clients.close()
 
     def __enter__(self) -> Consensus:
         return self
@@ -333,28 +336,35 @@ def start(
     raft_port = config.ports.raft
     node_id = f"{me.address}:{raft_port}"
 
+    peer_clients = PeerClients(
+        source_address=me.address,
+        pool_size=config.command.pool_size,
+        connect_timeout_s=config.command.connect_timeout_s,
+        timeout_s=config.command.timeout_s + 5.0,
+    )
+
     def join(peer: Peer) -> list[str]:
         address = f"{_host_for_url(peer.address)}:{config.ports.command}"
-        with NodeClient(
-            address, timeout=config.command.connect_timeout_s, source_address=me.address
-        ) as c:
-            answer = c.request("POST", "/v1/join", {"id": node_id})
-        members = answer.get("members") if isinstance(answer, dict) else None
-        if not isinstance(members, list):
-            raise JoinError(f"{address} answered a join without a member list")
-        return [str(m) for m in members]
+        try:
+            return peer_clients.get(address).join(node_id)
+        except (KeyError, TypeError):
+            raise JoinError(f"{address} answered a join without a member list") from None
 
-    members = decide_members(
-        me_id=node_id,
-        raft_port=raft_port,
-        tag=cluster_tag,
-        state_dir=config.storage.state_dir,
-        peers=tailnet.peers,
-        join=join,
-        bootstrap_expect=config.cluster.bootstrap_expect,
-        follow_only=config.cluster.follow_only,
-        timeout_s=config.cluster.join_timeout_s,
-    )
+    try:
+        members = decide_members(
+            me_id=node_id,
+            raft_port=raft_port,
+            tag=cluster_tag,
+            state_dir=config.storage.state_dir,
+            peers=tailnet.peers,
+            join=join,
+            bootstrap_expect=config.cluster.bootstrap_expect,
+            follow_only=config.cluster.follow_only,
+            timeout_s=config.cluster.join_timeout_s,
+        )
+    except BaseException:
+        peer_clients.close()
+        raise
     write_members(config.storage.state_dir, members)
     authorizer = Authorizer(tailnet, cluster_tag)
     metrics = Metrics()
@@ -394,6 +404,7 @@ def start(
             loop_thread=loop_thread,
             servers=servers,
             metrics=metrics,
+            peer_clients=peer_clients,
         )
 
         async def authorize(ip: str, port: int) -> bool:
@@ -442,6 +453,7 @@ def start(
                 pass
         raft.stop()
         loop_thread.stop()
+        peer_clients.close()
         raise
     log.info("node %s started; members %s", node_id, ", ".join(members))
     return node
