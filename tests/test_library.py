@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,5 +114,30 @@ def test_bad_arguments_raise_before_anything_is_committed() -> None:
         with pytest.raises(tsc.InvalidCommandError):
             node.execute_command(tsc.Command("set", {"x": "y" * 2_000_000}))
         assert node.execute_command(tsc.Command("keys", {})).result == []
+    finally:
+        node.stop()
+
+
+def test_an_apply_that_executes_a_command_fails_fast_instead_of_deadlocking() -> None:
+    class Reentrant(RecordingStateMachine):
+        node: tsc.Consensus | None = None
+
+        def apply(self, command: tsc.Command) -> tsc.JSON:
+            if command.name == "nested" and self.node is not None:
+                self.node.execute_command(tsc.Command("x", None), timeout=5)
+            return super().apply(command)
+
+    base = unique_loopback_base().rsplit(".", 1)[0]
+    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
+    machine = Reentrant()
+    node = tsc.start(tsc.StaticTailnet(f"{base}.1", peers), machine, "tag:t")
+    machine.node = node
+    try:
+        node.wait_for_leader(10)
+        started = time.monotonic()
+        outcome = node.execute_command(tsc.Command("nested", None))
+        assert time.monotonic() - started < 2
+        assert outcome.error is not None and "inside apply()" in outcome.error
+        assert node.execute_command(tsc.Command("after", None)).error is None
     finally:
         node.stop()

@@ -83,6 +83,15 @@ class CommandExecutor:
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count()
 
+    def _check_thread(self) -> None:
+        if self._raft.on_raft_thread():
+            # It would wait for itself: apply() runs on this thread and the command cannot be
+            # applied until it returns.
+            raise InvalidCommandError(
+                "execute_command was called from inside apply() (the Raft thread); "
+                "a state machine must not execute commands"
+            )
+
     def _prepare(
         self, command: Command, request_id: str | None, timeout: float
     ) -> tuple[bytes, _Attempts]:
@@ -106,6 +115,7 @@ class CommandExecutor:
         leader was reachable before ``timeout``) or :class:`CommandTimeoutError` (a leader was
         known but the outcome is unknown: it may still be applied; retry with the same id).
         """
+        self._check_thread()
         entry, attempts = self._prepare(command, request_id, timeout)
         while True:
             wait = attempts.next_wait(self._clock.monotonic())

@@ -387,6 +387,10 @@ class RaftNode:
 
     # -- commands ---------------------------------------------------------------------------
 
+    def on_raft_thread(self) -> bool:
+        """True when called from the Raft thread (where ``apply`` runs)."""
+        return threading.get_ident() == self._sync._tsc_tick_thread[0]
+
     def submit(self, entry: bytes, callback: SubmitCallback) -> None:
         """Queue ``entry`` for the log (forwarded to the leader if this node is a follower).
 
