@@ -141,3 +141,28 @@ def test_an_apply_that_executes_a_command_fails_fast_instead_of_deadlocking() ->
         assert node.execute_command(tsc.Command("after", None)).error is None
     finally:
         node.stop()
+
+
+def test_a_failing_snapshot_pauses_compaction_but_not_the_cluster() -> None:
+    class NoSnapshots(RecordingStateMachine):
+        def snapshot(self) -> bytes:
+            raise RuntimeError("cannot snapshot")
+
+    base = unique_loopback_base().rsplit(".", 1)[0]
+    peers = [tsc.StaticPeer(f"{base}.{i}", tags=("tag:t",)) for i in (1, 2, 3)]
+    raft = tsc.RaftConfig(**{**FAST_RAFT, "compaction_min_entries": 10})  # type: ignore[arg-type]
+    nodes = [
+        tsc.start(
+            tsc.StaticTailnet(p.address, peers), NoSnapshots(), "tag:t", tsc.Config(raft=raft)
+        )
+        for p in peers
+    ]
+    try:
+        nodes[0].wait_for_leader(10)
+        started = time.monotonic()
+        for n in range(60):  # well past the compaction threshold, on every node
+            assert nodes[n % 3].execute_command(tsc.Command("x", n), timeout=5).error is None
+        assert time.monotonic() - started < 10
+    finally:
+        for node in nodes:
+            node.stop()

@@ -40,9 +40,8 @@ from pysyncobj.transport import TCPTransport
 from ._applier import LogApplier, join_entries
 from ._raft_model import (
     COMMIT_PUSH_DELAY_S,
+    COMPACTION_RETRY_S,
     FORWARDED_WINDOW_S,
-    JOURNAL_FILE,
-    SNAPSHOT_FILE,
     STATES,
     FailReason,
     PeerView,
@@ -50,6 +49,7 @@ from ._raft_model import (
     SubmitQueue,
     build_status,
     fan_out,
+    sync_conf,
 )
 from ._wire import (
     FastGzip,
@@ -105,6 +105,7 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         self._tsc_tick_thread: list[int | None] = [None]
         self._tsc_forwarded_until = 0.0
         self._tsc_handing_over = False
+        self._tsc_compaction_paused_until = 0.0
         super().__init__(*args, **kwargs)
         if not hasattr(self, "_SyncObj__newAppendEntriesTime"):  # pragma: no cover
             raise TsconsensusError("unsupported pysyncobj version: internals changed")
@@ -132,6 +133,20 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         if due < next_send:
             setattr(self, "_SyncObj__newAppendEntriesTime", due)  # noqa: B010
         return False
+
+    def _SyncObj__tryLogCompaction(self) -> None:
+        # A state machine whose snapshot() raises must not stop the Raft loop (pysyncobj lets
+        # the error escape its tick, which would then never poll again): pause compaction.
+        now = _pso_monotonic()
+        if now < self._tsc_compaction_paused_until:
+            return
+        try:
+            SyncObj._SyncObj__tryLogCompaction(self)
+        except Exception:
+            log.exception(
+                "taking a snapshot failed; log compaction paused for %gs", COMPACTION_RETRY_S
+            )
+            self._tsc_compaction_paused_until = now + COMPACTION_RETRY_S
 
     def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None) -> None:
         if self._tsc_handing_over:
@@ -273,38 +288,8 @@ class RaftNode:
         self._applier = applier
         self._log = _ReplicatedLog(applier)
         self._on_state_change = on_state_change
-        journal = snapshot = None
-        if state_dir:
-            os.makedirs(state_dir, exist_ok=True)
-            journal = os.path.join(state_dir, JOURNAL_FILE)
-            snapshot = os.path.join(state_dir, SNAPSHOT_FILE)
         conf = SyncObjConf(
-            autoTick=False,
-            password=None,  # frames are authenticated by FrameAuthenticator instead
-            bindAddress=node_id,
-            # Send every entry as soon as it is queued (latency); entries queued while the Raft
-            # thread was busy still leave together in one tick (throughput).
-            appendEntriesUseBatch=False,
-            appendEntriesPeriod=raft.heartbeat_interval_s,
-            # Larger than any single entry, so pysyncobj never splits one (its chunked path is
-            # fragile) and one message carries many small entries.
-            appendEntriesBatchSizeBytes=max(2**16, 2 * max_entry_bytes + 4096),
-            raftMinTimeout=raft.election_timeout_min_s,
-            raftMaxTimeout=raft.election_timeout_max_s,
-            leaderFallbackTimeout=raft.leader_lease_timeout_s,
-            connectionTimeout=raft.connection_timeout_s,
-            connectionRetryTime=min(1.0, raft.election_timeout_min_s),
-            # Fail fast when there is no leader; the executor retries with its own deadline.
-            commandsWaitLeader=False,
-            dynamicMembershipChange=True,
-            journalFile=journal,
-            fullDumpFile=snapshot,
-            logCompactionMinEntries=raft.compaction_min_entries,
-            logCompactionMinTime=raft.compaction_min_interval_s,
-            # Snapshots are written on the Raft thread: forking a threaded process is unsafe.
-            useFork=False,
-            bindRetryTime=0.1,
-            maxBindRetries=30,
+            **sync_conf(node_id, raft, state_dir, max_entry_bytes),
             onStateChanged=self._state_changed,
         )
         others = [m for m in members if m != node_id]

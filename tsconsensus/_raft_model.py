@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import collections
 import enum
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._wire import split_node_id
+from .config import RaftConfig
 from .types import CommandResult, MemberStatus, NodeStatus, RaftState
 
 # After applying entries, pysyncobj at once sends every follower an append-entries that only
@@ -22,6 +24,9 @@ from .types import CommandResult, MemberStatus, NodeStatus, RaftState
 COMMIT_PUSH_DELAY_S = 0.002
 # How long after a follower forwarded a command commit indexes are pushed at once again.
 FORWARDED_WINDOW_S = 1.0
+
+# After a failed snapshot, how long log compaction waits before trying again.
+COMPACTION_RETRY_S = 60.0
 
 JOURNAL_FILE = "raft.journal"
 SNAPSHOT_FILE = "raft.snapshot"
@@ -138,4 +143,43 @@ def build_status(node_id: str, raw: dict[str, Any], peers: Sequence[PeerView]) -
         applied_index=int(raw["last_applied"]),
         has_quorum=bool(raw["has_quorum"]),
         members=tuple(members),
+    )
+
+
+def sync_conf(
+    node_id: str, raft: RaftConfig, state_dir: str, max_entry_bytes: int
+) -> dict[str, Any]:
+    """The pysyncobj ``SyncObjConf`` settings for a node (creates ``state_dir``)."""
+    journal = snapshot = None
+    if state_dir:
+        os.makedirs(state_dir, exist_ok=True)
+        journal = os.path.join(state_dir, JOURNAL_FILE)
+        snapshot = os.path.join(state_dir, SNAPSHOT_FILE)
+    return dict(
+        autoTick=False,
+        password=None,  # frames are authenticated by FrameAuthenticator instead
+        bindAddress=node_id,
+        # Send every entry as soon as it is queued (latency); entries queued while the Raft
+        # thread was busy still leave together in one tick (throughput).
+        appendEntriesUseBatch=False,
+        appendEntriesPeriod=raft.heartbeat_interval_s,
+        # Larger than any single entry, so pysyncobj never splits one (its chunked path is
+        # fragile) and one message carries many small entries.
+        appendEntriesBatchSizeBytes=max(2**16, 2 * max_entry_bytes + 4096),
+        raftMinTimeout=raft.election_timeout_min_s,
+        raftMaxTimeout=raft.election_timeout_max_s,
+        leaderFallbackTimeout=raft.leader_lease_timeout_s,
+        connectionTimeout=raft.connection_timeout_s,
+        connectionRetryTime=min(1.0, raft.election_timeout_min_s),
+        # Fail fast when there is no leader; the executor retries with its own deadline.
+        commandsWaitLeader=False,
+        dynamicMembershipChange=True,
+        journalFile=journal,
+        fullDumpFile=snapshot,
+        logCompactionMinEntries=raft.compaction_min_entries,
+        logCompactionMinTime=raft.compaction_min_interval_s,
+        # Snapshots are written on the Raft thread: forking a threaded process is unsafe.
+        useFork=False,
+        bindRetryTime=0.1,
+        maxBindRetries=30,
     )
