@@ -72,20 +72,38 @@ class Metrics:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
 
-        family("tsc_raft_term", "gauge", "Current Raft term.")
-        lines.append(f"tsc_raft_term {status.term}")
-        family("tsc_raft_commit_index", "gauge", "Highest log index known to be committed.")
-        lines.append(f"tsc_raft_commit_index {status.commit_index}")
-        family("tsc_raft_applied_index", "gauge", "Highest log index applied on this node.")
-        lines.append(f"tsc_raft_applied_index {status.applied_index}")
-        family("tsc_raft_leader", "gauge", "1 if this node is the leader.")
-        lines.append(f"tsc_raft_leader {int(status.state is RaftState.LEADER)}")
-        family("tsc_raft_has_quorum", "gauge", "1 if this node sees a majority of members.")
-        lines.append(f"tsc_raft_has_quorum {int(status.has_quorum)}")
-        family("tsc_raft_members", "gauge", "Members of the Raft configuration.")
-        lines.append(f"tsc_raft_members {len(status.members)}")
-        family("tsc_raft_members_connected", "gauge", "Members this node is connected to.")
-        lines.append(f"tsc_raft_members_connected {sum(m.connected for m in status.members)}")
+        gauges = [
+            ("tsc_raft_term", "Current Raft term.", status.term),
+            (
+                "tsc_raft_commit_index",
+                "Highest log index known to be committed.",
+                status.commit_index,
+            ),
+            (
+                "tsc_raft_applied_index",
+                "Highest log index applied on this node.",
+                status.applied_index,
+            ),
+            (
+                "tsc_raft_leader",
+                "1 if this node is the leader.",
+                int(status.state is RaftState.LEADER),
+            ),
+            (
+                "tsc_raft_has_quorum",
+                "1 if this node sees a majority of members.",
+                int(status.has_quorum),
+            ),
+            ("tsc_raft_members", "Members of the Raft configuration.", len(status.members)),
+            (
+                "tsc_raft_members_connected",
+                "Members this node is connected to.",
+                sum(m.connected for m in status.members),
+            ),
+        ]
+        for name, help_text, value in gauges:
+            family(name, "gauge", help_text)
+            lines.append(f"{name} {value}")
         with self._lock:
             family("tsc_commands_total", "counter", "Commands executed through this node.")
             for name, count in sorted(self.executed.items()):
@@ -95,26 +113,27 @@ class Metrics:
             )
             for name, count in sorted(self.failed.items()):
                 lines.append(f'tsc_commands_failed_total{{name="{_label(name)}"}} {count}')
-            family(
-                "tsc_commands_rejected_total",
-                "counter",
-                "Executes that ended without an outcome (no leader, timeout, invalid).",
-            )
-            lines.append(f"tsc_commands_rejected_total {self.rejected}")
-            family(
-                "tsc_commands_forwarded_total",
-                "counter",
-                "Commands this node forwarded to the leader (it was not the leader).",
-            )
-            lines.append(f"tsc_commands_forwarded_total {self.forwarded}")
-            family("tsc_elections_total", "counter", "Elections this node started.")
-            lines.append(f"tsc_elections_total {self.elections}")
-            family(
-                "tsc_leadership_changes_total",
-                "counter",
-                "Times this node gained or lost leadership.",
-            )
-            lines.append(f"tsc_leadership_changes_total {self.leader_changes}")
+            counters = [
+                (
+                    "tsc_commands_rejected_total",
+                    "Executes that ended without an outcome (no leader, timeout, invalid).",
+                    self.rejected,
+                ),
+                (
+                    "tsc_commands_forwarded_total",
+                    "Commands this node forwarded to the leader (it was not the leader).",
+                    self.forwarded,
+                ),
+                ("tsc_elections_total", "Elections this node started.", self.elections),
+                (
+                    "tsc_leadership_changes_total",
+                    "Times this node gained or lost leadership.",
+                    self.leader_changes,
+                ),
+            ]
+            for name, help_text, count in counters:
+                family(name, "counter", help_text)
+                lines.append(f"{name} {count}")
             family(
                 "tsc_execute_latency_seconds", "histogram", "Time to commit and apply an execute."
             )
