@@ -99,6 +99,7 @@ def decide_members(
     deadline = monotonic() + timeout_s
     pause = 0.05
     last_problem = "no tagged peer answered"
+    next_report = monotonic() + 2.0
     while True:
         tagged = [p for p in peers() if p.has_tag(tag) and p.online and not p.is_self]
         for peer in sorted(tagged, key=lambda p: p.address):
@@ -118,7 +119,11 @@ def decide_members(
                 return chosen
             if chosen is None:
                 last_problem = f"{len(set(ids))} of {bootstrap_expect} tagged nodes online"
-        if monotonic() >= deadline:
+        now = monotonic()
+        if now >= next_report:  # an operator watching `tsc node start` sees why it waits
+            log.info("still waiting to join or form a cluster: %s", last_problem)
+            next_report = now + 5.0
+        if now >= deadline:
             mode = "follow-only node" if follow_only else "node"
             raise JoinError(
                 f"{mode} {me_id} could not join or form a cluster within {timeout_s:g}s "
