@@ -34,6 +34,12 @@ def up(
         "", "--state-machine", help="module:factory of your machine (default: built-in KV)."
     ),
     in_memory: bool = typer.Option(False, "--in-memory", help="Keep no state on disk."),
+    tailnet: str = typer.Option(
+        "static",
+        "--tailnet",
+        help="static: peers listed in the configs. emulated: each node asks a fake tailscaled "
+        "(a background process), so tags can be changed with tsc dev tag.",
+    ),
     timeout: float = timeout_opt(30.0, "Seconds to wait for a leader."),
     as_json: bool = json_opt("the nodes"),
 ) -> None:
@@ -48,6 +54,8 @@ def up(
         cluster_tag=tag,
         state_machine=state_machine,
         persistent=not in_memory,
+        tailnet=tailnet,
+        emulator_process=tailnet == "emulated",
     )
     if (
         any(cluster.running(i) for i in range(nodes))
@@ -105,3 +113,25 @@ def down(
     running = [i for i in range(cluster.size) if cluster.running(i)]
     cluster.stop()
     emit_line(f"stopped {len(running)} node(s) in {directory}")
+
+
+@app.command("tag", epilog=EPILOG)
+@handles_errors
+def tag(
+    node: str = typer.Argument(..., help="The node's name, e.g. node3."),
+    tags: list[str] = typer.Argument(None, help="Its new tags; none at all untags it."),
+    directory: Path = typer.Option(
+        Path(".tsc-dev"), "--dir", "-d", help="The cluster's directory."
+    ),
+) -> None:
+    """Change a node's tags in an emulated dev tailnet (tsc dev up --tailnet emulated), live:
+    untag a node and the others refuse it within seconds; tag it again and it is back.
+
+    Example: tsc dev tag node3 --dir .tsc-dev   (untags node3)
+    """
+    cluster = LocalCluster.open(directory)
+    names = [cluster.hostname(i) for i in range(cluster.size)]
+    if node not in names:
+        raise tsc.ConfigError("NODE", node, f"is not a node of {directory} ({', '.join(names)})")
+    cluster.set_tags(names.index(node), tags or [])
+    emit_line(f"{node} tags: {', '.join(tags) if tags else '(none)'}")

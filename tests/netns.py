@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from tsconsensus import Config, PortsConfig
+from tsconsensus.config import to_toml
 from tsconsensus.testing import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
-from tsconsensus.testing.cluster import _render_toml, node_command
+from tsconsensus.testing.cluster import node_command
 
 
 def netns_available() -> str | None:
@@ -132,7 +133,7 @@ class Hosts:
                 config.tailnet, backend="localapi", socket_path=str(socket_path)
             ),
         )
-        self.config_path(k).write_text(_render_toml(config))
+        self.config_path(k).write_text(to_toml(config))
         log = open(self.directory / f"{self.hostname(k)}.log", "ab")  # noqa: SIM115
         self.procs[k] = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(k), *node_command(), str(self.config_path(k))],

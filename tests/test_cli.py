@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,53 @@ def test_readme_documents_every_exit_code() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for code, text in exit_codes.TABLE:
         assert f"| {code} | {text} |" in readme
+
+
+def test_dev_cluster_on_an_emulated_tailnet_reacts_to_tags(tmp_path: Path) -> None:
+    tsc = [sys.executable, "-m", "commands"]
+    directory = tmp_path / "dev"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*tsc, *args], capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL
+        )
+
+    up = run(
+        "dev",
+        "up",
+        "--dir",
+        str(directory),
+        "--base-address",
+        unique_loopback_base(),
+        "--tailnet",
+        "emulated",
+        "--in-memory",
+        "--json",
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        node1 = str(directory / "node1.toml")
+
+        def node3_connected() -> bool | None:
+            view = json.loads(run("status", "--config", node1, "--json").stdout)
+            node3 = next(
+                n for n in view["nodes"] if n["id"].startswith(view["nodes"][2]["address"])
+            )
+            return node3.get("connected") if view["leader"] != node3["id"] else True
+
+        assert run("dev", "tag", "node3", "--dir", str(directory)).returncode == 0  # untag
+        deadline = time.monotonic() + 20
+        while node3_connected() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert node3_connected() is False, "the untagged node is still connected"
+        refused = run("exec", "--config", str(directory / "node3.toml"), "--name", "keys")
+        assert refused.returncode == exit_codes.NOT_AUTHORIZED
+        assert run("dev", "tag", "node3", "tag:dev", "--dir", str(directory)).returncode == 0
+        deadline = time.monotonic() + 20
+        while not node3_connected() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert node3_connected()
+    finally:
+        down = run("dev", "down", "--dir", str(directory))
+    assert down.returncode == 0, down.stderr
+    assert not (directory / "emulator.pid").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -362,3 +363,26 @@ def from_mapping(data: dict[str, Any]) -> Config:
             )
         sections[name] = _build(_SECTIONS[name], name, value)
     return Config(**sections)
+
+
+def to_toml(config: Config) -> str:
+    """A config as TOML (the subset :class:`Config` uses: tables of scalars and peer arrays)."""
+    lines: list[str] = []
+    for section in dataclasses.fields(config):
+        value = getattr(config, section.name)
+        lines.append(f"[{section.name}]")
+        peers = None
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.name == "peers":
+                peers = item
+                continue
+            lines.append(f"{f.name} = {json.dumps(item)}")
+        lines.append("")
+        for peer in peers or ():
+            lines.append(f"[[{section.name}.peers]]")
+            for f in dataclasses.fields(peer):
+                item = getattr(peer, f.name)
+                lines.append(f"{f.name} = {json.dumps(list(item) if f.name == 'tags' else item)}")
+            lines.append("")
+    return "\n".join(lines)

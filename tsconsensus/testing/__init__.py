@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
-from .cluster import LocalCluster, RecordingStateMachine, node_command
+from .cluster import LocalCluster, node_command
 from .emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
+from .machines import RecordingStateMachine
 
 __all__ = [
     "EmulatedNode",

@@ -3,7 +3,6 @@
 - :class:`LocalCluster`: N real node processes on the ``static`` backend, each on its own
   loopback address (127.0.0.x), one config file per node in a directory. ``tsc dev up`` is a
   thin wrapper around it. Every process is tracked and stopped by its PID.
-- :class:`RecordingStateMachine`: a deterministic machine that records what it applied.
 """
 
 from __future__ import annotations
@@ -23,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..client import NodeClient
-from ..config import Config, PortsConfig, from_mapping
+from ..config import Config, PortsConfig, from_mapping, to_toml
 from ..errors import NodeUnreachableError, NoLeaderError, TsconsensusError
-from ..types import JSON, Command
+from ..types import JSON
+from . import emulator_service
 from .emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
 
 MANIFEST = "cluster.json"
@@ -34,29 +34,6 @@ MANIFEST = "cluster.json"
 def node_command() -> list[str]:
     """How a node process is started: ``tsc node start --config FILE`` with this interpreter."""
     return [sys.executable, "-m", "commands", "node", "start", "--config"]
-
-
-def _render_toml(config: Config) -> str:
-    """A config as TOML (the subset :class:`Config` uses: tables of scalars and peer arrays)."""
-    lines: list[str] = []
-    for section in dataclasses.fields(config):
-        value = getattr(config, section.name)
-        lines.append(f"[{section.name}]")
-        peers = None
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            if f.name == "peers":
-                peers = item
-                continue
-            lines.append(f"{f.name} = {json.dumps(item)}")
-        lines.append("")
-        for peer in peers or ():
-            lines.append(f"[[{section.name}.peers]]")
-            for f in dataclasses.fields(peer):
-                item = getattr(peer, f.name)
-                lines.append(f"{f.name} = {json.dumps(list(item) if f.name == 'tags' else item)}")
-            lines.append("")
-    return "\n".join(lines)
 
 
 def _alive(pid: int) -> bool:
@@ -104,6 +81,7 @@ class LocalCluster:
         command_overrides: dict[str, Any] | None = None,
         cluster_overrides: dict[str, Any] | None = None,
         tailnet: str = "static",
+        emulator_process: bool = False,
     ) -> None:
         if tailnet not in ("static", "emulated"):
             raise TsconsensusError(f"tailnet must be 'static' or 'emulated', not {tailnet!r}")
@@ -127,7 +105,10 @@ class LocalCluster:
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         # "emulated": each node asks its own tailscaled emulator (in this process) over the
         # LocalAPI, as it would on a real tailnet; tests change tags and online flags here.
+        # With ``emulator_process`` the emulators run in a background process of their own
+        # (``tsc dev up --tailnet emulated``), following DIR/tailnet.json.
         self.tailnet_kind = tailnet
+        self.emulator_process = emulator_process
         self.emulated: EmulatedTailnet | None = None
         self._emulators: dict[int, LocalAPIEmulator] = {}
         if tailnet == "emulated":
@@ -214,7 +195,7 @@ class LocalCluster:
         paths = []
         for i in range(self.size):
             path = self.config_path(i)
-            path.write_text(_render_toml(self.config(i)))
+            path.write_text(to_toml(self.config(i)))
             paths.append(path)
         manifest = {
             "nodes": self.size,
@@ -226,8 +207,12 @@ class LocalCluster:
             "raft_overrides": self.raft_overrides,
             "command_overrides": self.command_overrides,
             "cluster_overrides": self.cluster_overrides,
+            "tailnet": self.tailnet_kind,
+            "emulator_process": self.emulator_process,
         }
         (self.directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if self.emulated is not None:
+            emulator_service.write_tailnet(self.directory, list(self.emulated.nodes.values()))
         return paths
 
     @classmethod
@@ -238,7 +223,7 @@ class LocalCluster:
             m = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise TsconsensusError(f"{path} is not a tsconsensus dev cluster: {exc}") from None
-        return cls(
+        cluster = cls(
             directory,
             nodes=m["nodes"],
             base_address=m["base_address"],
@@ -249,7 +234,15 @@ class LocalCluster:
             raft_overrides=m.get("raft_overrides"),
             command_overrides=m.get("command_overrides"),
             cluster_overrides=m.get("cluster_overrides"),
+            tailnet=m.get("tailnet", "static"),
+            emulator_process=m.get("emulator_process", False),
         )
+        if (
+            cluster.emulated is not None
+            and (cluster.directory / emulator_service.TAILNET_FILE).exists()
+        ):
+            cluster.emulated = EmulatedTailnet(emulator_service.read_tailnet(cluster.directory))
+        return cluster
 
     # -- processes --------------------------------------------------------------------------
 
@@ -267,7 +260,9 @@ class LocalCluster:
             raise TsconsensusError(f"node{i + 1} is already running (pid {self.pid(i)})")
         if not self.config_path(i).exists():
             self.write()
-        if self.emulated is not None and i not in self._emulators:
+        if self.emulated is not None and self.emulator_process:
+            emulator_service.spawn(self.directory, list(self.emulated.nodes))
+        elif self.emulated is not None and i not in self._emulators:
             emulator = self.emulated.emulator(self.hostname(i), self.socket_path(i))
             self._emulators[i] = emulator.start()
         env = dict(os.environ)
@@ -342,6 +337,15 @@ class LocalCluster:
         for emulator in self._emulators.values():
             emulator.stop()
         self._emulators.clear()
+        if self.emulator_process:
+            emulator_service.stop_service(self.directory)
+
+    def set_tags(self, i: int, tags: Sequence[str]) -> None:
+        """Change node ``i``'s tags in the emulated tailnet, while everything runs."""
+        if self.emulated is None:
+            raise TsconsensusError("only an emulated tailnet can change tags (--tailnet emulated)")
+        self.emulated.set_tags(self.hostname(i), tags)
+        emulator_service.write_tailnet(self.directory, list(self.emulated.nodes.values()))
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -434,26 +438,3 @@ class LocalCluster:
             values = [c.execute("get", {"key": k}).result for k in keys]
         blob = json.dumps(list(zip(keys, values, strict=True)), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
-
-
-class RecordingStateMachine:
-    """Records every command it applies; ``fail_on`` names commands whose apply raises.
-
-    Deterministic, so it can run on every node; its snapshot is the JSON of the record.
-    """
-
-    def __init__(self, fail_on: Sequence[str] = ("fail",)) -> None:
-        self.applied: list[tuple[str, JSON]] = []
-        self._fail_on = set(fail_on)
-
-    def apply(self, command: Command) -> JSON:
-        if command.name in self._fail_on:
-            raise RuntimeError(f"refusing command {command.name!r} as asked")
-        self.applied.append((command.name, command.args))
-        return len(self.applied)
-
-    def snapshot(self) -> bytes:
-        return json.dumps(self.applied).encode()
-
-    def restore(self, data: bytes) -> None:
-        self.applied = [(n, a) for n, a in json.loads(data)]
