@@ -156,16 +156,16 @@ def test_dev_cluster_on_an_emulated_tailnet_reacts_to_tags(tmp_path: Path) -> No
         assert run("dev", "tag", "node3", "--dir", str(directory)).returncode == 0  # untag
         deadline = time.monotonic() + 20
         # None: no single leader right now (node3 may have led and be stepping down)
-        while node3_connected() is not False and time.monotonic() < deadline:
+        while (connected := node3_connected()) is not False and time.monotonic() < deadline:
             time.sleep(0.3)
-        assert node3_connected() is False, "the untagged node is still connected"
+        assert connected is False, "the untagged node is still connected"
         refused = run("exec", "--config", str(directory / "node3.toml"), "--name", "keys")
         assert refused.returncode == exit_codes.NOT_AUTHORIZED
         assert run("dev", "tag", "node3", "tag:dev", "--dir", str(directory)).returncode == 0
         deadline = time.monotonic() + 20
-        while node3_connected() is not True and time.monotonic() < deadline:
+        while (connected := node3_connected()) is not True and time.monotonic() < deadline:
             time.sleep(0.3)
-        assert node3_connected() is True
+        assert connected is True
     finally:
         down = run("dev", "down", "--dir", str(directory))
     assert down.returncode == 0, down.stderr
