@@ -78,8 +78,6 @@ class LogApplier:
         self._log_time = 0.0
         # request id -> (outcome, log time it was first applied at), oldest first
         self._seen: OrderedDict[str, tuple[CommandResult, float]] = OrderedDict()
-        self.applied_commands = 0
-        self.failed_commands = 0
 
     @property
     def machine(self) -> StateMachine:
@@ -134,7 +132,6 @@ class LogApplier:
         return outcome
 
     def _run(self, command: Command, index: int) -> CommandResult:
-        self.applied_commands += 1
         try:
             if command.name == RESTORE_COMMAND:
                 result: JSON = self._restore_command(command.args)
@@ -142,7 +139,6 @@ class LogApplier:
                 result = self._machine.apply(command)
             json.dumps(result, allow_nan=False)
         except Exception as exc:
-            self.failed_commands += 1
             return CommandResult(None, _describe(exc), index)
         return CommandResult(result, None, index)
 

@@ -78,7 +78,6 @@ class CommandExecutor:
         self._clock = clock
         self._attempt_timeout = attempt_timeout_s
         self._max_entry = max_entry_bytes
-        self.retries = 0
         # Generated ids: unique per process run (random prefix) and cheap (a counter).
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count()
@@ -186,7 +185,6 @@ class CommandExecutor:
                 await self._clock.sleep(step)
 
     def _note_retry(self, attempts: _Attempts) -> None:
-        self.retries += 1
         log.debug("retrying a command after: %s", attempts.last_reason or "attempt timeout")
 
     def _deadline_error(self, attempts: _Attempts) -> NoLeaderError:

@@ -455,10 +455,6 @@ class RaftNode:
         self._wake()
         return future
 
-    def force_snapshot(self) -> None:
-        """Take a snapshot (and compact the log) at the next opportunity."""
-        self._calls.append(self._sync.forceLogCompaction)
-
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the Raft thread and close every socket. Idempotent."""
         self._stopping.set()
