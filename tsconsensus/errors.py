@@ -84,3 +84,21 @@ class NodeUnreachableError(TsconsensusError):
 
 class StateMachineLoadError(TsconsensusError):
     """A state machine named by ``module:factory`` could not be imported or built."""
+
+
+class DecodeError(TsconsensusError):
+    """Bytes from the network or the disk do not decode as what they claim to be."""
+
+
+class ProposalRefusedError(CommandError):
+    """The engine did not accept a proposal; nothing was appended.
+
+    ``reason`` is one of ``"not-leader"``, ``"overloaded"``, ``"transferring"``,
+    ``"too-large"``, ``"membership-pending"``, ``"invalid-membership"``; ``leader`` is the member
+    id of the leader this node knows of (0 if none).
+    """
+
+    def __init__(self, reason: str, message: str, leader: int = 0) -> None:
+        self.reason = reason
+        self.leader = leader
+        super().__init__(message)
