@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ProposalRefusedError
+from ..raft import InitialState, RaftCore, bootstrap_state
 from ..raft.config import CoreConfig
-from ..raft.core import InitialState, RaftCore, bootstrap_state
 from ..raft.messages import (
     Entry,
     HardState,
