@@ -102,3 +102,35 @@ class ProposalRefusedError(CommandError):
         self.reason = reason
         self.leader = leader
         super().__init__(message)
+
+
+class StorageError(TsconsensusError):
+    """The state directory cannot be used as asked."""
+
+
+class CorruptStorageError(StorageError):
+    """A record in the middle of the log fails its checksum: this is not a torn write but
+    damage. ``path`` and ``offset`` name where; the remedy is to wipe the state directory and
+    let the node rejoin as a new member."""
+
+    def __init__(self, path: str, offset: int, problem: str) -> None:
+        self.path = path
+        self.offset = offset
+        super().__init__(
+            f"corrupt record in {path} at offset {offset} ({problem}); this node's log cannot "
+            "be trusted: stop it, wipe its state directory, start it again (it rejoins as a "
+            "new member) and remove its old id with `tsc members remove`"
+        )
+
+
+class DiskFullError(StorageError):
+    """No space left to write: nothing more is acknowledged until space returns."""
+
+
+class StorageFailedError(StorageError):
+    """A write or fsync failed in a way that cannot be retried safely (after a failed fsync the
+    kernel may have dropped the dirty pages): the process must end."""
+
+
+class StateDirLockedError(StorageError):
+    """Another process holds the state directory."""
