@@ -37,6 +37,7 @@ class Progress:
         self.snap_idle_ticks = 0
         self.snap_chunks_sent = 0
         self.sent_commit = 0
+        self.stalled_rounds = 0  # heartbeat rounds answered while nothing was acknowledged
 
     def __repr__(self) -> str:
         return f"Progress({self.state.value} match={self.match} next={self.next})"
@@ -68,6 +69,7 @@ class Progress:
     def _reset(self, state: ProgressState) -> None:
         self.state = state
         self.probe_sent = False
+        self.stalled_rounds = 0
         self.inflight.clear()
         self.snapshot = None
         self.snap_sent = self.snap_acked = self.snap_idle_ticks = self.snap_chunks_sent = 0
@@ -86,6 +88,7 @@ class Progress:
         if updated:
             self.match = index
             self.probe_sent = False
+            self.stalled_rounds = 0
         self.next = max(self.next, index + 1)
         while self.inflight and self.inflight[0] <= index:
             self.inflight.popleft()

@@ -151,10 +151,12 @@ class Replication(CoreState):
         elif m.type is MT.HEARTBEAT_RESP:
             if pr.state is ProgressState.PROBE:
                 pr.probe_sent = False
-            elif pr.state is ProgressState.REPLICATE and pr.is_paused:
-                # the follower is alive but acknowledges nothing: appends were lost (it may
-                # have restarted). Let one more go; its rejection moves us back to probing.
-                pr.inflight.popleft()
+            elif pr.state is ProgressState.REPLICATE and pr.inflight:
+                # alive but acknowledging nothing for two rounds: appends were lost (or it
+                # restarted); go back to probing from what it acknowledged
+                pr.stalled_rounds += 1
+                if pr.stalled_rounds >= 2:
+                    pr.become_probe()
             if pr.is_learner is False:
                 self._reads.ack(m.frm, m.context)
                 self._release_reads()
@@ -265,8 +267,12 @@ class Replication(CoreState):
             sent = False
             while self._send_append(to, empty=False):
                 sent = True
-            if not sent and pr.sent_commit < self.commit and pr.state is ProgressState.REPLICATE:
-                self._send_append(to, empty=True)
+            if sent:
+                continue
+            if pr.state is ProgressState.PROBE and pr.match < self.log.last_index:
+                self._send_append(to, empty=True)  # find where its log matches ours
+            elif pr.state is ProgressState.REPLICATE and pr.sent_commit < self.commit:
+                self._send_append(to, empty=True)  # carry the new commit index
         if self.config.auto_promote and own_term_committed and self.transferee == NONE:
             self._maybe_promote()
 
@@ -285,20 +291,27 @@ class Replication(CoreState):
 
     # -- commit --------------------------------------------------------------------------------
 
-    def _maybe_commit(self) -> None:
+    def _quorum_match(self) -> int:
+        """The highest index durable on a majority of the voters (the leader counting itself
+        only for what it has persisted)."""
         voters = self.membership.voters
         if not voters:
-            return
+            return 0
         matches = sorted(
             (self.stable_index if v == self.id else self.progress[v].match)
             if v == self.id or v in self.progress
             else 0
             for v in voters
         )
-        n = matches[len(matches) - self.membership.quorum()]
+        return matches[len(matches) - self.membership.quorum()]
+
+    def _maybe_commit(self) -> None:
+        n = self._quorum_match()
         # only an entry of its own term commits by counting copies (Raft section 5.4.2)
-        if n <= self.commit or self.log.term(n) != self.term:
-            return
+        if n > self.commit and self.log.term(n) == self.term:
+            self._commit_through(n)
+
+    def _commit_through(self, n: int) -> None:
         for e in self.log.entries(self.commit + 1, n + 1):
             self._uncommitted_bytes -= e.size
         self._uncommitted_bytes = max(self._uncommitted_bytes, 0)

@@ -4,19 +4,38 @@
 - :class:`RecordingStateMachine`: a deterministic machine that records what it applied.
 - :class:`LocalAPIEmulator`: a fake tailscaled LocalAPI on a unix socket, whose nodes can be
   tagged, untagged and taken offline while it runs.
+- :class:`Simulation`: a deterministic simulator of the Raft engine under faults, checking
+  Raft's safety properties after every event; :func:`check_determinism` runs your own state
+  machine under it to prove its ``apply`` and ``snapshot`` deterministic.
 """
 
 from __future__ import annotations
 
 from .cluster import LocalCluster, node_command
+from .determinism import DeterminismReport, check_determinism
 from .emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
 from .machines import RecordingStateMachine
+from .sim_checks import Violation
+from .sim_result import SimResult
+from .sim_schedule import Fault, SimOptions, random_schedule
+from .sim_search import run_seeds, shrink
+from .simulator import Simulation
 
 __all__ = [
+    "DeterminismReport",
     "EmulatedNode",
     "EmulatedTailnet",
+    "Fault",
     "LocalAPIEmulator",
     "LocalCluster",
     "RecordingStateMachine",
+    "SimOptions",
+    "SimResult",
+    "Simulation",
+    "Violation",
+    "check_determinism",
     "node_command",
+    "random_schedule",
+    "run_seeds",
+    "shrink",
 ]

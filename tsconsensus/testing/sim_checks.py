@@ -38,6 +38,9 @@ class SafetyChecker:
         self.leaders: dict[int, int] = {}  # term -> member
         self.entries: dict[tuple[int, int], tuple[int, bytes]] = {}  # (index, term) -> content
         self.committed: dict[int, int] = {}  # index -> term, of entries applied anywhere
+        # index -> the lowest term any node was in when it applied it: the term the entry was
+        # committed in is at most that, so every leader of a later term must hold it
+        self.committed_by: dict[int, int] = {}
         self.outcomes: dict[int, bytes] = {}  # index -> outcome digest
         self.snapshots: dict[int, bytes] = {}  # index -> sha256 of snapshot bytes
         self.max_committed = 0
@@ -59,7 +62,7 @@ class SafetyChecker:
     def _check_complete(self, core: RaftCore) -> None:
         log = core.log
         for index, term in self.committed.items():
-            if index <= log.offset:
+            if index <= log.offset or self.committed_by[index] >= core.term:
                 continue
             if log.term(index) != term:
                 raise Violation(
@@ -90,7 +93,11 @@ class SafetyChecker:
                     f"term {e.term}",
                 )
 
-    def applied(self, member: int, entry: Entry, outcome: bytes) -> None:
+    def applied(self, member: int, entry: Entry, outcome: bytes, observer_term: int) -> None:
+        """``member``, in term ``observer_term``, applied ``entry`` with ``outcome``."""
+        by = self.committed_by.get(entry.index)
+        if by is None or observer_term < by:
+            self.committed_by[entry.index] = observer_term
         term = self.committed.setdefault(entry.index, entry.term)
         if term != entry.term:
             raise Violation(
