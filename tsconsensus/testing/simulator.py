@@ -299,9 +299,13 @@ class Simulation(Nemesis):
         if rd.snapshot_due and app.applied > 0:
             data = app.snapshot()
             self.checker.snapshot_seen(host.member, app.applied, data, "took")
-            snap = Snapshot(core.snapshot_meta(app.applied), data)
-            host.storage.snapshot_taken(snap)
-            core.snapshot_taken(snap)
+            try:
+                snap = Snapshot(core.snapshot_meta(app.applied), data)
+            except ValueError:
+                snap = None  # a snapshot from the leader was installed meanwhile: it is newer
+            if snap is not None:
+                host.storage.snapshot_taken(snap)
+                core.snapshot_taken(snap)
         core.advance(rd)
         self._pump(host)
 
