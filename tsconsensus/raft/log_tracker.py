@@ -20,6 +20,7 @@ from .wal_records import Marker, SegmentHeader
 @dataclass(frozen=True)
 class _Undo:
     base: tuple[int, int]
+    floor: int
     hard_state: HardState
     terms: array[int] | None  # the whole list, when a marker changed it
     cut: int  # else: where the new entries started, and what they replaced
@@ -52,6 +53,8 @@ class LogTracker:
         self.base_term = base_term
         self.terms = array("Q", terms)
         self.hard_state = hard_state
+        self.floor = base_index
+        """Entries at or below this index are never written again (committed)."""
 
     @property
     def last_index(self) -> int:
@@ -79,7 +82,8 @@ class LogTracker:
         """Validate and apply one append: first the snapshot (index, term) the log now starts
         after, if any, then ``entries`` (the first one's index replaces the log from there on),
         then ``hard_state``. Raises :class:`ValueError` naming the problem, changing nothing."""
-        undo = _Undo((self.base_index, self.base_term), self.hard_state, None, 0, array("Q"))
+        base = (self.base_index, self.base_term)
+        undo = _Undo(base, self.floor, self.hard_state, None, 0, array("Q"))
         marker = None
         if snapshot is not None:
             index, term = snapshot
@@ -92,16 +96,17 @@ class LogTracker:
         if hard_state is not None:
             self._check_hard_state(hard_state)
         if marker is not None:
-            undo = _Undo(undo.base, undo.hard_state, array("Q", self.terms), 0, array("Q"))
+            undo = _Undo(base, self.floor, self.hard_state, array("Q", self.terms), 0, array("Q"))
             if marker.reset:
                 del self.terms[:]
             else:
                 del self.terms[: marker.index - self.base_index]
             self.base_index, self.base_term = marker.index, marker.term
+            self.floor = max(self.floor, marker.index)
         if entries:
             cut = entries[0].index - self.base_index - 1
             if undo.terms is None:
-                undo = _Undo(undo.base, undo.hard_state, None, cut, self.terms[cut:])
+                undo = _Undo(base, self.floor, self.hard_state, None, cut, self.terms[cut:])
             del self.terms[cut:]
             self.terms.extend(e.term for e in entries)
         if hard_state is not None:
@@ -112,6 +117,7 @@ class LogTracker:
         """Take back ``change``, which must be the latest one applied."""
         u = change.undo
         self.base_index, self.base_term = u.base
+        self.floor = u.floor
         self.hard_state = u.hard_state
         if u.terms is not None:
             self.terms = u.terms
@@ -122,9 +128,9 @@ class LogTracker:
     def _check_entries(self, entries: Sequence[Entry], marker: Marker | None) -> None:
         if not entries:
             return
-        base, last = self.base_index, self.last_index
+        base, last = max(self.base_index, self.floor), self.last_index
         if marker is not None:
-            base = marker.index
+            base = max(base, marker.index)
             last = marker.index if marker.reset else last
         first = entries[0].index
         for k, e in enumerate(entries):
@@ -133,7 +139,7 @@ class LogTracker:
             if k and e.term < entries[k - 1].term:
                 raise ValueError(f"entry {e.index} has term {e.term}, lower than the one before")
         if first <= base:
-            raise ValueError(f"entry {first} is covered by the snapshot at {base}")
+            raise ValueError(f"entry {first} is covered by a snapshot (up to {base})")
         if first > last + 1:
             raise ValueError(f"entry {first} leaves a gap after the log's last entry {last}")
         if marker is not None and first - 1 == marker.index:

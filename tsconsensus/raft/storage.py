@@ -39,7 +39,7 @@ from .messages import MAX_ID, Entry, HardState, Snapshot, SnapshotMeta
 from .snapshot_store import SnapshotFile, SnapshotFileError, SnapshotStore, file_name
 from .state_dir import Identity, lock_state_dir, new_member_id, read_identity, write_identity
 from .storage_types import MEMORY, DiskUsage, Storage
-from .wal import DEFAULT_SEGMENT_BYTES, Recovered, Wal
+from .wal import DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Recovered, Wal
 from .wal_records import encode_items
 
 log = logging.getLogger("tsconsensus.raft.storage")
@@ -106,6 +106,8 @@ class FileStorage:
     ) -> None:
         if keep_snapshots < 1:
             raise ValueError(f"keep_snapshots {keep_snapshots}: must be at least 1")
+        if segment_bytes < MIN_SEGMENT_BYTES:
+            raise ValueError(f"segment_bytes {segment_bytes}: must be at least {MIN_SEGMENT_BYTES}")
         self.state_dir = os.path.abspath(os.fspath(state_dir))
         self.fs = fs if fs is not None else FileSystem()
         self._sync = sync
@@ -159,6 +161,9 @@ class FileStorage:
             base = (snapshot.meta.index, snapshot.meta.term) if snapshot else (0, 0)
             hard_state = rec.hard_state
             self._tracker = LogTracker(*base, [e.term for e in entries], hard_state)
+            # after a fall-back to an older snapshot, what the newer one covered is still
+            # committed: it must not be rewritten
+            self._tracker.floor = max(base[0], rec.base_index)
         if identity is None:
             identity = Identity(new_member_id())
             write_identity(self.fs, self.state_dir, identity, sync=self._sync)
@@ -331,6 +336,9 @@ class FileStorage:
                 if meta.index <= self._tracker.base_index:
                     self._snaps.remove([written])  # an installed snapshot overtook it
                     return False
+                if self._tracker.term(meta.index) != meta.term:
+                    self._snaps.remove([written])
+                    raise ValueError(f"the log no longer holds ({meta.index}, term {meta.term})")
                 self._commit(self._stage(None, (), meta), written)
         return True
 

@@ -42,6 +42,7 @@ from .wal_records import (
 log = logging.getLogger("tsconsensus.raft.storage")
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
+MIN_SEGMENT_BYTES = 4096
 _NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 
 
@@ -130,8 +131,8 @@ class Wal:
     :meth:`create` (none yet)."""
 
     def __init__(self, fs: FileSystem, directory: str, *, segment_bytes: int, sync: bool) -> None:
-        if segment_bytes < 4096:
-            raise ValueError(f"segment_bytes {segment_bytes}: must be at least 4096")
+        if segment_bytes < MIN_SEGMENT_BYTES:
+            raise ValueError(f"segment_bytes {segment_bytes}: must be at least {MIN_SEGMENT_BYTES}")
         self.fs = fs
         self.dir = directory
         self.segment_bytes = segment_bytes
@@ -185,7 +186,8 @@ class Wal:
     def _replay_segment(
         self, seq: int, path: str, replay: _Replay | None, *, last: bool
     ) -> _Replay:
-        fd = self.fs.open(path, os.O_RDWR)
+        # only the last segment is ever written again
+        fd = self.fs.open(path, os.O_RDWR if last else os.O_RDONLY)
         try:
             size = self.fs.fstat_size(fd)
             if size < HEADER_BYTES:
@@ -206,7 +208,7 @@ class Wal:
         self._target = max(size, self.segment_bytes)
         self._empty = end <= SEGMENT_FRAME_BYTES
         if torn:
-            self._cut(path, end, size)
+            self._cut(path, end)
         return replay
 
     def _replay_frames(
@@ -252,10 +254,11 @@ class Wal:
             except DecodeError as exc:
                 raise CorruptStorageError(path, frame.offset, str(exc)) from None
         self.segments.append(segment)
+        if scan.problem is not None:
+            log.warning("%s: cutting a torn write at offset %d (%s)", path, scan.end, scan.problem)
         return replay, scan.end, scan.problem is not None
 
-    def _cut(self, path: str, end: int, size: int) -> None:
-        log.warning("%s: cutting a torn write of %d bytes at offset %d", path, size - end, end)
+    def _cut(self, path: str, end: int) -> None:
         with writing("cutting the torn tail of", path):
             self.fs.ftruncate(self._fd, end)
         with syncing(path):
