@@ -19,8 +19,6 @@ import errno
 import fcntl
 import mmap
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from ..errors import DiskFullError, StorageFailedError
 
@@ -90,12 +88,22 @@ class FileSystem:
 # -- error translation ----------------------------------------------------------------------
 
 
-@contextmanager
-def writing(what: str, path: str) -> Iterator[None]:
-    """Translate a failed write, allocation, rename or truncation of ``path``."""
-    try:
-        yield
-    except OSError as exc:
+class writing:
+    """Context manager: translate a failed write, allocation, rename or truncation of
+    ``path`` (a class, not a generator: it wraps every WAL write)."""
+
+    __slots__ = ("path", "what")
+
+    def __init__(self, what: str, path: str) -> None:
+        self.what, self.path = what, path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if not isinstance(exc, OSError):
+            return
+        what, path = self.what, self.path
         if exc.errno in NO_SPACE:
             raise DiskFullError(
                 f"{what} {path}: no space left on the device ({exc.strerror}); nothing was "
@@ -109,17 +117,26 @@ def writing(what: str, path: str) -> Iterator[None]:
         ) from exc
 
 
-@contextmanager
-def syncing(path: str) -> Iterator[None]:
-    """Translate a failed fsync/fdatasync of ``path``: always fatal, never retried."""
-    try:
-        yield
-    except OSError as exc:
-        raise StorageFailedError(
-            f"fsync of {path} failed: {exc.strerror} (errno {exc.errno}); the kernel may have "
-            "dropped the unwritten data, so it is not retried: the process must stop",
-            path,
-        ) from exc
+class syncing:
+    """Context manager: translate a failed fsync/fdatasync of ``path``: always fatal, never
+    retried."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, OSError):
+            raise StorageFailedError(
+                f"fsync of {self.path} failed: {exc.strerror} (errno {exc.errno}); the kernel "
+                "may have dropped the unwritten data, so it is not retried: the process must "
+                "stop",
+                self.path,
+            ) from exc
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -127,8 +144,10 @@ def syncing(path: str) -> Iterator[None]:
 
 def write_all(fs: FileSystem, fd: int, data: Buffer, offset: int) -> None:
     """Write all of ``data`` at ``offset`` (raw ``OSError`` on failure; callers translate)."""
+    done = fs.pwrite(fd, data, offset)
+    if done == len(data):
+        return
     view = memoryview(data).cast("B")
-    done = 0
     while done < len(view):
         n = fs.pwrite(fd, view[done:], offset + done)
         if n <= 0:

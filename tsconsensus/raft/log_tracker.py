@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from .messages import NONE, Entry, HardState
 from .wal_records import Marker, SegmentHeader
 
+_NOTHING: array[int] = array("Q")
+
 
 @dataclass(frozen=True)
 class _Undo:
@@ -82,8 +84,6 @@ class LogTracker:
         """Validate and apply one append: first the snapshot (index, term) the log now starts
         after, if any, then ``entries`` (the first one's index replaces the log from there on),
         then ``hard_state``. Raises :class:`ValueError` naming the problem, changing nothing."""
-        base = (self.base_index, self.base_term)
-        undo = _Undo(base, self.floor, self.hard_state, None, 0, array("Q"))
         marker = None
         if snapshot is not None:
             index, term = snapshot
@@ -95,8 +95,11 @@ class LogTracker:
         self._check_entries(entries, marker)
         if hard_state is not None:
             self._check_hard_state(hard_state)
+        base, floor, old_hard_state = (self.base_index, self.base_term), self.floor, self.hard_state
+        saved: array[int] | None = None
+        cut, replaced = 0, _NOTHING
         if marker is not None:
-            undo = _Undo(base, self.floor, self.hard_state, array("Q", self.terms), 0, array("Q"))
+            saved = array("Q", self.terms)
             if marker.reset:
                 del self.terms[:]
             else:
@@ -105,12 +108,13 @@ class LogTracker:
             self.floor = max(self.floor, marker.index)
         if entries:
             cut = entries[0].index - self.base_index - 1
-            if undo.terms is None:
-                undo = _Undo(base, self.floor, self.hard_state, None, cut, self.terms[cut:])
+            if saved is None:
+                replaced = self.terms[cut:]
             del self.terms[cut:]
             self.terms.extend(e.term for e in entries)
         if hard_state is not None:
             self.hard_state = hard_state
+        undo = _Undo(base, floor, old_hard_state, saved, cut, replaced)
         return Change(marker, entries, hard_state, undo)
 
     def undo(self, change: Change) -> None:
