@@ -249,6 +249,7 @@ def test_damaged_snapshot_without_wal_cover_is_corruption(tmp_path: Path) -> Non
     with pytest.raises(CorruptStorageError) as err:
         FileStorage(tmp_path, segment_bytes=SMALL)
     assert err.value.path == str(path) and "checksum" in str(err.value)
+    assert path.exists()  # a failed open changes nothing on disk
 
 
 def test_snapshot_file_without_its_marker_is_ignored(tmp_path: Path) -> None:

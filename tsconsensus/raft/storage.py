@@ -17,6 +17,14 @@ Durability: when :meth:`FileStorage.save`, :meth:`~FileStorage.sync` or
 ``sync=True``). Appends are held in this process's memory until then, so a process killed
 with SIGKILL loses exactly what a power cut would: what was appended and not yet synced.
 
+Power-loss mode, for tests: with ``sync=True`` the storage is always in it (see above), so
+durability tests need no switch: SIGKILL every node. ``sync=False`` (benchmarks against
+non-durable systems) hands each sync's write to the OS without fsync: it survives SIGKILL but
+not a power cut. ``sync=False, power_loss=True`` makes that faithful too: nothing reaches the
+OS before :meth:`~FileStorage.close`, so SIGKILL loses everything since the open, as a power cut
+would lose writes that were never fsynced. The storage reads no environment variable; the
+layer above may map one (say ``TSC_POWER_LOSS=1``) to these arguments.
+
 Failures: :class:`DiskFullError` leaves the storage exactly as before the call (retry it once
 space returns); :class:`StorageFailedError` (a failed fsync, an I/O error) is final: every later
 call raises it again, and the process must end. :class:`ValueError` means the caller asked for
@@ -186,15 +194,19 @@ class FileStorage:
             path = os.path.join(self._snaps.dir, file_name(index, term))
             found = [f for f in files if (f.index, f.term) == (index, term)]
             problem = f"snapshot file {path} is missing"
+            damaged: list[SnapshotFile] = []
             if found:
                 try:
                     snapshot = self._snaps.load(found[0])
                 except SnapshotFileError as exc:
                     problem = f"snapshot file is damaged: {exc}"
-                    self._snaps.set_aside(found[0])
+                    damaged.append(found[0])
             if snapshot is None:
                 older = [f for f in files if f.index < index]
-                snapshot = self._fall_back(rec, older, path, problem)
+                snapshot = self._fall_back(rec, older, path, problem, damaged)
+                # only once recovery succeeded: a failed open leaves the evidence in place
+                for f in damaged:
+                    self._snaps.set_aside(f)
         used = snapshot.meta.index if snapshot else 0
         if used + 1 < rec.lo:
             first = self._wal.segments[0].path if self._wal.segments else self._wal.dir
@@ -204,8 +216,15 @@ class FileStorage:
         return snapshot, rec.entries[used + 1 - rec.lo :]
 
     def _fall_back(
-        self, rec: Recovered, older: list[SnapshotFile], path: str, problem: str
+        self,
+        rec: Recovered,
+        older: list[SnapshotFile],
+        path: str,
+        problem: str,
+        damaged: list[SnapshotFile],
     ) -> Snapshot | None:
+        """The newest older snapshot the WAL still covers (``None``: the WAL holds the whole
+        log); files found damaged on the way are added to ``damaged``."""
         for f in reversed(older):
             covered = (f.index >= rec.lo and rec.term(f.index) == f.term) or (
                 (f.index, f.term) == rec.first_base and f.index + 1 == rec.lo
@@ -215,7 +234,7 @@ class FileStorage:
             try:
                 snapshot = self._snaps.load(f)
             except SnapshotFileError:
-                self._snaps.set_aside(f)
+                damaged.append(f)
                 continue
             log.warning("%s; starting from the older snapshot %s and the WAL", problem, f.path)
             return snapshot

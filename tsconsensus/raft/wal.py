@@ -373,10 +373,11 @@ class Wal:
         for segment in doomed:
             with writing("deleting segment", segment.path):
                 self.fs.unlink(segment.path)
-        if doomed:
-            del self.segments[: len(doomed)]
+            # oldest first, each made durable before the next: whatever a crash keeps is a
+            # run of consecutive segments whose first header holds the base and hard state
             if self.sync:
                 fsync_dir(self.fs, self.dir)
+            self.segments.pop(0)
         return len(doomed)
 
     def disk_bytes(self) -> int:
