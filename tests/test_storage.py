@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,40 @@ def test_snapshot_releases_wal_and_reopens_with_following_entries(tmp_path: Path
         assert bytes(st.snapshot.data) == b"state at 100"
         assert [e.index for e in st.entries] == list(range(101, 131))
         assert st.hard_state == HardState(1, 0, 129)
+
+
+def test_hard_state_survives_the_release_of_the_segment_that_held_it(tmp_path: Path) -> None:
+    with FileStorage(tmp_path, segment_bytes=SMALL) as s:
+        s.save(HardState(7, 3, 0), [entry(1)])
+        for i in range(2, 150):
+            s.save(None, [entry(i)])  # no hard state after the first save
+        s.save_snapshot(snap(140))
+        assert not (tmp_path / "wal" / "0000000000000001-0000000000000001.wal").exists()
+    with FileStorage(tmp_path, segment_bytes=SMALL) as s:
+        assert s.initial_state().hard_state == HardState(7, 3, 0)
+
+
+def test_snapshot_written_on_one_thread_while_another_saves(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+    with FileStorage(tmp_path, segment_bytes=SMALL) as s:
+        fill(s, 1, 50)
+
+        def saver() -> None:
+            try:
+                fill(s, 51, 250)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=saver)
+        thread.start()
+        for at in (10, 30, 50):
+            assert s.save_snapshot(snap(at, data=os.urandom(200_000)))
+        thread.join(timeout=60)
+        assert not thread.is_alive() and not errors
+    with FileStorage(tmp_path, segment_bytes=SMALL) as s:
+        st = s.initial_state()
+        assert st.snapshot is not None and st.snapshot.meta.index == 50
+        assert [e.index for e in st.entries] == list(range(51, 251))
 
 
 def test_keeps_the_latest_two_snapshot_files(tmp_path: Path) -> None:
