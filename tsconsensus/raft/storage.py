@@ -39,15 +39,16 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ..errors import CorruptStorageError, DiskFullError, StorageError, StorageFailedError
+from ..errors import DiskFullError, StorageError, StorageFailedError
 from ._base import InitialState
 from .files import FileSystem, fsync_dir, writing
 from .log_tracker import Change, LogTracker
 from .messages import MAX_ID, Entry, HardState, Snapshot, SnapshotMeta
-from .snapshot_store import SnapshotFile, SnapshotFileError, SnapshotStore, file_name
+from .recovery import recover_snapshot
+from .snapshot_store import SnapshotFile, SnapshotStore
 from .state_dir import Identity, lock_state_dir, new_member_id, read_identity, write_identity
 from .storage_types import MEMORY, DiskUsage, Storage
-from .wal import DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Recovered, Wal
+from .wal import DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Wal
 from .wal_records import encode_items
 
 log = logging.getLogger("tsconsensus.raft.storage")
@@ -165,7 +166,7 @@ class FileStorage:
                     f"{self.state_dir} holds a log but its IDENTITY file is gone, so it cannot "
                     f"know which member it was; {_WIPE}"
                 )
-            snapshot, entries = self._recover(rec, files)
+            snapshot, entries = recover_snapshot(self._snaps, self._wal, rec, files)
             base = (snapshot.meta.index, snapshot.meta.term) if snapshot else (0, 0)
             hard_state = rec.hard_state
             self._tracker = LogTracker(*base, [e.term for e in entries], hard_state)
@@ -179,71 +180,6 @@ class FileStorage:
         self._written = self._tracker.header()
         self._snapshot_meta = snapshot.meta if snapshot else None
         self._initial = InitialState(hard_state, snapshot, tuple(entries))
-
-    def _recover(
-        self, rec: Recovered, files: list[SnapshotFile]
-    ) -> tuple[Snapshot | None, list[Entry]]:
-        index, term = rec.base_index, rec.base_term
-        # files the WAL never referred to: written just before a crash
-        orphans = [f for f in files if f.index > index or (f.index == index and f.term != term)]
-        if orphans:
-            log.info("removing snapshot files no WAL marker refers to: %s", orphans)
-            self._snaps.remove(orphans)
-        snapshot: Snapshot | None = None
-        if index > 0:
-            path = os.path.join(self._snaps.dir, file_name(index, term))
-            found = [f for f in files if (f.index, f.term) == (index, term)]
-            problem = f"snapshot file {path} is missing"
-            damaged: list[SnapshotFile] = []
-            if found:
-                try:
-                    snapshot = self._snaps.load(found[0])
-                except SnapshotFileError as exc:
-                    problem = f"snapshot file is damaged: {exc}"
-                    damaged.append(found[0])
-            if snapshot is None:
-                older = [f for f in files if f.index < index]
-                snapshot = self._fall_back(rec, older, path, problem, damaged)
-                # only once recovery succeeded: a failed open leaves the evidence in place
-                for f in damaged:
-                    self._snaps.set_aside(f)
-        used = snapshot.meta.index if snapshot else 0
-        if used + 1 < rec.lo:
-            first = self._wal.segments[0].path if self._wal.segments else self._wal.dir
-            raise CorruptStorageError(
-                first, 0, f"the WAL starts at entry {rec.lo} but the snapshot ends at {used}"
-            )
-        return snapshot, rec.entries[used + 1 - rec.lo :]
-
-    def _fall_back(
-        self,
-        rec: Recovered,
-        older: list[SnapshotFile],
-        path: str,
-        problem: str,
-        damaged: list[SnapshotFile],
-    ) -> Snapshot | None:
-        """The newest older snapshot the WAL still covers (``None``: the WAL holds the whole
-        log); files found damaged on the way are added to ``damaged``."""
-        for f in reversed(older):
-            covered = (f.index >= rec.lo and rec.term(f.index) == f.term) or (
-                (f.index, f.term) == rec.first_base and f.index + 1 == rec.lo
-            )
-            if not covered:
-                continue
-            try:
-                snapshot = self._snaps.load(f)
-            except SnapshotFileError:
-                damaged.append(f)
-                continue
-            log.warning("%s; starting from the older snapshot %s and the WAL", problem, f.path)
-            return snapshot
-        if rec.lo == 1:
-            log.warning("%s; starting from the whole log in the WAL", problem)
-            return None
-        raise CorruptStorageError(
-            path, 0, f"{problem}, and the WAL no longer holds the entries after an older one"
-        )
 
     # -- identity --------------------------------------------------------------------------
 
