@@ -10,7 +10,7 @@ Measured in one run, on the same file system, interleaved round by round:
   everything one loop turn gathered);
 - storage, no sync: N per call with ``sync=False`` (the encoding and write cost alone).
 
-    .venv/bin/python bench/storage.py [--dir DIR] [--seconds 2] [--rounds 3] [--group 64]
+    .venv/bin/python bench/storage.py [--dir DIR] [--seconds 1] [--rounds 7] [--group 64]
 
 Figures are medians over rounds; the machine is shared and noisy, so compare within one run.
 """
@@ -75,8 +75,8 @@ def storage_rate(
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: /tmp)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of one measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="measurements per figure")
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one measurement")
+    parser.add_argument("--rounds", type=int, default=7, help="measurements per figure")
     parser.add_argument("--record-bytes", type=int, default=256, help="bytes of entry data")
     parser.add_argument("--group", type=int, default=64, help="entries per sync, group commit")
     args = parser.parse_args()
