@@ -124,13 +124,30 @@ class CorruptStorageError(StorageError):
 
 
 class DiskFullError(StorageError):
-    """No space left to write: nothing more is acknowledged until space returns."""
+    """No space left to write: nothing more is acknowledged until space returns.
+
+    ``path`` names the file or directory that could not grow. The storage is left exactly as
+    before the failed call, so the call may be retried once space is freed."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class StorageFailedError(StorageError):
     """A write or fsync failed in a way that cannot be retried safely (after a failed fsync the
-    kernel may have dropped the dirty pages): the process must end."""
+    kernel may have dropped the dirty pages): the process must end. ``path`` names the file."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class StateDirLockedError(StorageError):
-    """Another process holds the state directory."""
+    """Another process holds the state directory. ``path`` is the directory, ``pid`` the
+    holder's process id as it recorded it (``None`` if unknown)."""
+
+    def __init__(self, message: str, path: str = "", pid: int | None = None) -> None:
+        self.path = path
+        self.pid = pid
+        super().__init__(message)
