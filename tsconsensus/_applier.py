@@ -97,6 +97,26 @@ class LogApplier:
         self._advance(stamp)
         return [self._apply_decoded(item, index) for item in commands]
 
+    def apply_logged(
+        self, entry: bytes, index: int, log_time: float
+    ) -> list[tuple[str, CommandResult]]:
+        """Apply every command of an entry of the new engine, whose log time (seconds) the
+        leader stamped on the entry itself; each outcome with its request id."""
+        try:
+            commands = json.loads(entry)["c"]
+            if not isinstance(commands, list):
+                raise ValueError("log entry has no command list")
+        except Exception as exc:  # a corrupt entry must not stop the cluster either
+            log.error("undecodable log entry at index %d: %s", index, exc)
+            return []
+        self._advance(log_time)
+        out = []
+        for item in commands:
+            outcome = self._apply_decoded(item, index)
+            rid = item.get("r") if isinstance(item, dict) else None
+            out.append((rid if isinstance(rid, str) else "", outcome))
+        return out
+
     def _advance(self, stamp: float) -> None:
         """Move log time forward (never back) and forget ids older than the window."""
         if stamp > self._log_time:

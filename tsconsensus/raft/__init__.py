@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._base import InitialState
 from .config import CoreConfig
 from .core import RaftCore, bootstrap_state
+from .memory_storage import MemoryStorage
 from .messages import (
     NONE,
     Entry,
@@ -26,17 +27,22 @@ from .messages import (
     SnapshotMeta,
     SoftState,
 )
+from .storage import FileStorage, open_storage
+from .storage_types import MEMORY, Storage
 
 __all__ = [
+    "MEMORY",
     "NONE",
     "CoreConfig",
     "Entry",
     "EntryKind",
+    "FileStorage",
     "HardState",
     "InitialState",
     "Membership",
     "MembershipChange",
     "MembershipOp",
+    "MemoryStorage",
     "Message",
     "MessageType",
     "RaftCore",
@@ -46,5 +52,7 @@ __all__ = [
     "Snapshot",
     "SnapshotMeta",
     "SoftState",
+    "Storage",
     "bootstrap_state",
+    "open_storage",
 ]
