@@ -234,3 +234,11 @@ def test_config_files_that_cannot_be_used_are_one_line_and_the_config_code(
     result = run_cli("status", "--config", str(unreadable))
     assert result.code == exit_codes.CONFIG and "Permission denied" in result.stderr
     _one_red_line(result)
+
+
+def test_a_snapshot_file_with_a_hostile_header_is_one_line(tmp_path: Path) -> None:
+    hostile = tmp_path / "deep.tscsnap"
+    hostile.write_bytes(b"TSCSNAPSHOT 1\n" + b"[" * 5000 + b"]" * 5000 + b"\n")
+    result = run_cli("snapshot", "inspect", str(hostile))
+    assert result.code == exit_codes.FAILED and "damaged header" in result.stderr
+    _one_red_line(result)
