@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
+
+import tsconsensus as tsc
 
 from . import exit_codes
 from .exit_codes import EPILOG
@@ -16,20 +17,33 @@ from .target import CommandAddressOpt, ConfigOpt, command_client, json_opt, time
 
 
 def parse_args(text: str) -> Any:
-    """``--args``: JSON text, ``@FILE`` for a file's content, ``-`` for standard input."""
+    """``--args``: JSON text, ``@FILE`` for a file's content, ``-`` for standard input.
+
+    Whatever is wrong with it (unreadable, not UTF-8, not JSON, nested deeper than
+    ``tsconsensus.MAX_JSON_DEPTH``) is one red line and exit code 2.
+    """
     source = "--args"
+    raw: str | bytes = text
     if text == "-":
-        text, source = sys.stdin.read(), "standard input"
+        raw, source = sys.stdin.buffer.read(), "standard input"
     elif text.startswith("@"):
         path = Path(text[1:])
         try:
-            text, source = path.read_text(encoding="utf-8"), str(path)
+            raw, source = path.read_bytes(), str(path)
         except OSError as exc:
             raise fail(f"cannot read {path}: {exc.strerror}", exit_codes.USAGE) from None
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise fail(
+                f"{source} is not UTF-8 text (byte {exc.start}); JSON must be UTF-8",
+                exit_codes.USAGE,
+            ) from None
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise fail(f"{source} is not valid JSON: {exc}", exit_codes.USAGE) from None
+        return tsc.parse_json(raw, what=source)
+    except tsc.InvalidJSONError as exc:
+        raise fail(str(exc), exit_codes.USAGE) from None
 
 
 @handles_errors

@@ -42,6 +42,6 @@ def for_error(exc: BaseException) -> int:
         return NO_LEADER
     if isinstance(exc, (tsc.NotAuthorizedError, tsc.NotTaggedError)):
         return NOT_AUTHORIZED
-    if isinstance(exc, tsc.InvalidCommandError):
+    if isinstance(exc, (tsc.InvalidCommandError, tsc.InvalidInputError)):
         return USAGE
     return FAILED

@@ -66,7 +66,7 @@ def stop(
     with command_client(config, None, 10.0) as client:
         client.stop_node()
     cfg = tsc.Config.load(config)
-    command_port = f"{tsc.node_address(cfg)}:{cfg.ports.command}"
+    command_port = str(tsc.NodeAddress(tsc.node_address(cfg), cfg.ports.command))
     deadline = time.monotonic() + timeout
     with stderr.status("waiting for the node to exit..."):
         while time.monotonic() < deadline:

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
+import tsconsensus as tsc
+
 from .exit_codes import EPILOG
 from .render import emit_json, emit_line, emit_table, handles_errors
 from .target import (
@@ -95,10 +97,11 @@ def members_remove(
 ) -> None:
     """Remove a member from the Raft configuration (forwarded to the leader).
 
+    Exit code 1 if MEMBER is not a member (nothing is changed).
     Example: tsc members remove 100.64.0.7:6270 --config node1.toml
     """
     with command_client(config, address, timeout) as client:
-        members = client.remove_member(member)
+        members = client.remove_member(str(tsc.NodeAddress.parse(member)))
     emit_line(f"removed {member}; members now: {', '.join(members)}")
 
 

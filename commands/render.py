@@ -43,7 +43,9 @@ def emit_value(label: str | None, value: Any) -> None:
     """A JSON value for people: pretty-printed, with an optional dim label line."""
     if label:
         stdout.print(Text(label, style="dim"))
-    stdout.print(Text(json.dumps(value, indent=2, ensure_ascii=False)))
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    # A lone surrogate (JSON "\\ud800") cannot be written as UTF-8: show it escaped.
+    stdout.print(Text(text.encode("utf-8", "backslashreplace").decode("utf-8")))
 
 
 def emit_line(text: str, style: str | None = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime
 from pathlib import Path
 
@@ -86,16 +85,16 @@ def restore(
 ) -> None:
     """Replace the cluster's state with a snapshot (to seed a new cluster).
 
-    The snapshot travels through the Raft log, so every node restores the same bytes at the
-    same point. It must fit in one command: raise command.max_body_bytes for large states.
+    Sent to the node's restore endpoint (POST /v1/snapshot/restore), it travels through the
+    Raft log, so every node restores the same bytes at the same point. It must fit in one
+    request, base64-encoded: raise command.max_body_bytes for large states.
     Example: tsc snapshot restore backup.tscsnap --config node1.toml --yes
     """
     header, data = read_snapshot_file(file)
     if not yes:
         raise fail("restore replaces the whole state of the cluster; add --yes", exit_codes.USAGE)
-    args = {"data": base64.b64encode(data).decode(), "sha256": header.sha256}
     with command_client(config, address, timeout + 5) as client, stderr.status("restoring..."):
-        outcome = client.execute("tsc.restore", args, timeout=timeout)
+        outcome = client.restore_snapshot(data, sha256=header.sha256, timeout=timeout + 5)
     if outcome.error is not None:
         raise fail(f"restore failed: {outcome.error}", exit_codes.FAILED)
     emit_line(

@@ -20,11 +20,6 @@ from .render import emit_json, handles_errors, stdout
 from .target import ConfigOpt, MonitorAddressOpt, json_opt, resolve_monitor, timeout_opt
 
 
-def _host_port(node_id: str, port: int) -> str:
-    host = node_id.rpartition(":")[0]
-    return f"{host}:{port}"
-
-
 def gather(first: str, source: str | None, monitor_port: int, timeout: float) -> dict[str, Any]:
     """Ask the first node for the members, then every member's monitor port concurrently.
 
@@ -36,8 +31,8 @@ def gather(first: str, source: str | None, monitor_port: int, timeout: float) ->
     ids = [m["id"] for m in seed["members"]]
 
     def ask(node_id: str) -> dict[str, Any]:
-        address = _host_port(node_id, monitor_port)
         try:
+            address = str(tsc.NodeAddress.parse(node_id).with_port(monitor_port))
             with tsc.NodeClient(address, timeout=timeout, source_address=source) as c:
                 return {"id": node_id, "reachable": True, "status": c.status()}
         except tsc.TsconsensusError as exc:
@@ -53,7 +48,7 @@ def gather(first: str, source: str | None, monitor_port: int, timeout: float) ->
     nodes = []
     for answer in answers:
         node_id = answer["id"]
-        row: dict[str, Any] = {"id": node_id, "address": node_id.rpartition(":")[0]}
+        row: dict[str, Any] = {"id": node_id, "address": _host(node_id)}
         if not answer["reachable"]:
             row.update(reachable=False, error=answer["error"])
         else:
@@ -81,6 +76,13 @@ def gather(first: str, source: str | None, monitor_port: int, timeout: float) ->
         "healthy": healthy,
         "nodes": nodes,
     }
+
+
+def _host(node_id: str) -> str:
+    try:
+        return tsc.NodeAddress.parse(node_id).host
+    except tsc.InvalidAddressError:
+        return node_id  # shown as the node reported it
 
 
 def _cell(value: Any, suffix: str = "") -> str:

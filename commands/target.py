@@ -34,14 +34,14 @@ def _resolve(config: Path | None, address: str | None, port_of: str) -> tuple[st
     if config is not None and address is not None:
         raise tsc.ConfigError("--address", address, "give either --config or --address, not both")
     if address is not None:
-        return address, None
+        url = address.startswith(("http://", "https://"))
+        bare = address.split("://", 1)[1].rstrip("/") if url else address
+        return str(tsc.NodeAddress.parse(bare)), None
     if config is None:
         raise tsc.ConfigError("--config", None, "is required (or give --address host:port)")
     cfg = tsc.Config.load(config)
     host = tsc.node_address(cfg)
-    port = getattr(cfg.ports, port_of)
-    shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{port}", host
+    return str(tsc.NodeAddress(host, getattr(cfg.ports, port_of))), host
 
 
 def command_client(config: Path | None, address: str | None, timeout: float) -> tsc.NodeClient:
@@ -57,4 +57,4 @@ def monitor_client(config: Path | None, address: str | None, timeout: float) -> 
 def resolve_monitor(config: Path | None, address: str | None) -> tuple[str, str | None, int]:
     """(monitor address to ask first, source address to connect from, monitor port)."""
     target, source = _resolve(config, address, "monitor")
-    return target, source, int(target.rpartition(":")[2])
+    return target, source, tsc.NodeAddress.parse(target).port

@@ -16,7 +16,7 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str, input: str | None = None) -> CliResult:
+def run_cli(*args: str, input: str | bytes | None = None) -> CliResult:
     result = CliRunner().invoke(app, list(args), input=input)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception

@@ -4,13 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import httpx
 
 from tsconsensus.testing import LocalCluster
 
 RECORDING = "tsconsensus.testing:RecordingStateMachine"
+
+T = TypeVar("T")
+
+
+def eventually(
+    probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Call ``probe`` until it returns something truthy (returned) or ``timeout`` passes
+    (AssertionError naming ``what`` and the last value seen). Exceptions from ``probe`` count
+    as "not yet"; the last one is chained to the failure."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    failure: Exception | None = None
+    while True:
+        try:
+            last = probe()
+            failure = None
+        except Exception as exc:  # not yet: the probe could not even look
+            failure = exc
+        else:
+            if last:
+                return last  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"not within {timeout:g}s: {what or probe!r} (last: {last!r})"
+            ) from failure
+        time.sleep(interval)
 
 
 def http(cluster: LocalCluster, i: int, source: str | None = None) -> httpx.Client:

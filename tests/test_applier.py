@@ -112,3 +112,25 @@ def test_ids_are_forgotten_after_the_window_of_log_time() -> None:
     assert len(machine.applied) == 3  # forgotten after 60 s of log time: applied again
     applier.apply_batch(join_entries([entry("b", "x")], 1061.0), 6)
     assert len(machine.applied) == 3  # "b" (stamped 1059) is still remembered
+
+
+def test_tsc_restore_is_an_ordinary_name_and_restores_need_their_own_entry_kind() -> None:
+    import base64
+    import hashlib
+
+    from tsconsensus._applier import encode_restore_entry
+
+    machine = KeyValueMachine()
+    applier = LogApplier(machine)
+    applier.apply(entry("a", "set", {"k": 1}), index=1)
+    wipe = {"data": base64.b64encode(b"{}").decode(), "sha256": hashlib.sha256(b"{}").hexdigest()}
+    outcome = applier.apply(entry("b", "tsc.restore", wipe), index=2)
+    assert outcome.error is not None and outcome.error.startswith("unknown command 'tsc.restore'")
+    assert machine.apply(Command("get", {"key": "k"})) == 1
+    restored = applier.apply(encode_restore_entry("c", b"{}", hashlib.sha256(b"{}").hexdigest()), 3)
+    assert restored.error is None and restored.result == {"restored_bytes": 2}
+    assert machine.apply(Command("get", {"key": "k"})) is None
+    bad = applier.apply(encode_restore_entry("d", b"{}", "0" * 64), index=4)
+    assert bad.error == "restore: the snapshot fails its checksum"
+    unknown = applier.apply(b'{"r":"e","k":"format-disk","a":null}', index=5)
+    assert unknown.error is not None and "unknown entry kind" in unknown.error

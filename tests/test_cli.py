@@ -170,3 +170,75 @@ def test_dev_cluster_on_an_emulated_tailnet_reacts_to_tags(tmp_path: Path) -> No
         down = run("dev", "down", "--dir", str(directory))
     assert down.returncode == 0, down.stderr
     assert not (directory / "emulator.pid").exists()
+
+
+def _one_red_line(result: Any) -> None:
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
+
+
+def test_hostile_args_are_one_line_and_the_usage_code(tmp_path: Path) -> None:
+    target = ["exec", "--address", "127.0.0.1:9", "--name", "set"]
+    not_utf8 = tmp_path / "args.json"
+    not_utf8.write_bytes(b'{"k": "\xff\xfe"}')
+    cases = [
+        (["--args", "[" * 5000 + "]" * 5000], "nested too deeply"),
+        (["--args", "[" * 101 + "]" * 101], "nested too deeply"),
+        (["--args", f"@{not_utf8}"], "not UTF-8"),
+        (["--args", f"@{tmp_path / 'absent.json'}"], "cannot read"),
+        (["--args", "{bad"], "not valid JSON"),
+    ]
+    for extra, text in cases:
+        result = run_cli(*target, *extra)
+        assert result.code == exit_codes.USAGE, (extra[1][:20], result.stderr)
+        assert text in result.stderr
+        _one_red_line(result)
+    piped = run_cli(*target, "--args", "-", input=b"\xff\xfe{}")
+    assert piped.code == exit_codes.USAGE and "standard input is not UTF-8" in piped.stderr
+    for bad in ("127.0.0.1", "127.0.0.1:99999", "host:abc", "fd7a::1:6271"):
+        result = run_cli("exec", "--address", bad, "--name", "get", "--args", "{}")
+        assert result.code == exit_codes.USAGE and "invalid node address" in result.stderr
+        _one_red_line(result)
+
+
+def test_config_files_that_cannot_be_used_are_one_line_and_the_config_code(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    not_utf8 = tmp_path / "latin1.toml"
+    not_utf8.write_bytes(b"[cluster]\ntag = 'tag:caf\xe9'\n")
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    cases = [
+        (not_utf8, "is not UTF-8"),
+        (deep, "nested too deeply"),
+        (tmp_path, "cannot be read: Is a directory"),
+        (tmp_path / "absent.toml", "cannot be read"),
+    ]
+    for path, text in cases:
+        for command in (["status"], ["exec", "--name", "get"], ["node", "start"]):
+            result = run_cli(*command, "--config", str(path))
+            assert result.code == exit_codes.CONFIG, (command, path.name, result.stderr)
+            assert text in result.stderr
+            _one_red_line(result)
+    # a file this user may not read (root reads anything, so the refusal is simulated)
+    unreadable = tmp_path / "secret.toml"
+    unreadable.write_text("[ports]\n")
+    real_read_text = Path.read_text
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self == unreadable:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    result = run_cli("status", "--config", str(unreadable))
+    assert result.code == exit_codes.CONFIG and "Permission denied" in result.stderr
+    _one_red_line(result)
+
+
+def test_a_snapshot_file_with_a_hostile_header_is_one_line(tmp_path: Path) -> None:
+    hostile = tmp_path / "deep.tscsnap"
+    hostile.write_bytes(b"TSCSNAPSHOT 1\n" + b"[" * 5000 + b"]" * 5000 + b"\n")
+    result = run_cli("snapshot", "inspect", str(hostile))
+    assert result.code == exit_codes.FAILED and "damaged header" in result.stderr
+    _one_red_line(result)

@@ -10,6 +10,7 @@ forwarded to the leader, committed and applied in the same order everywhere.
 
 from __future__ import annotations
 
+from .address import NodeAddress
 from .authorization import Authorizer
 from .client import NodeClient
 from .clock import Clock, SystemClock
@@ -17,6 +18,7 @@ from .config import (
     ClusterConfig,
     CommandConfig,
     Config,
+    HttpConfig,
     MonitorConfig,
     PortsConfig,
     RaftConfig,
@@ -31,7 +33,10 @@ from .errors import (
     CommandTimeoutError,
     ConfigError,
     ForwardingError,
+    InvalidAddressError,
     InvalidCommandError,
+    InvalidInputError,
+    InvalidJSONError,
     JoinError,
     NodeUnreachableError,
     NoLeaderError,
@@ -44,6 +49,8 @@ from .errors import (
 from .kv import KeyValueMachine
 from .loader import load_state_machine
 from .runner import build_tailnet, node_address, run_node, start_from_config
+from .safejson import MAX_DEPTH as MAX_JSON_DEPTH
+from .safejson import loads as parse_json
 from .tailnet import Peer, StaticTailnet, Tailnet
 from .types import (
     JSON,
@@ -59,6 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "JSON",
+    "MAX_JSON_DEPTH",
     "Authorizer",
     "Clock",
     "ClusterConfig",
@@ -72,12 +80,17 @@ __all__ = [
     "ConfigError",
     "Consensus",
     "ForwardingError",
+    "HttpConfig",
+    "InvalidAddressError",
     "InvalidCommandError",
+    "InvalidInputError",
+    "InvalidJSONError",
     "JoinError",
     "KeyValueMachine",
     "MemberStatus",
     "MonitorConfig",
     "NoLeaderError",
+    "NodeAddress",
     "NodeClient",
     "NodeStatus",
     "NodeUnreachableError",
@@ -101,6 +114,7 @@ __all__ = [
     "build_tailnet",
     "load_state_machine",
     "node_address",
+    "parse_json",
     "run_node",
     "start",
     "start_from_config",

@@ -13,6 +13,10 @@ the Raft thread. It adds, identically everywhere:
 A command is JSON ``{"r": request_id, "n": name, "a": args}`` (:func:`encode_entry`); a log
 entry is ``{"t": stamp, "c": [commands]}``, commands submitted together (:func:`join_entries`),
 applied in order and all reported at the entry's log index.
+Operator actions travel as commands of their own kind, ``{"r": ..., "k": kind, "a": ...}``,
+which only the node's own endpoints build (:func:`encode_restore_entry` for ``POST
+/v1/snapshot/restore``): every command name, ``tsc.restore`` included, belongs to the user's
+state machine, and nothing sent to ``/v1/execute`` can produce a ``"k"`` field.
 Snapshots hold the remembered outcomes and the user's own ``snapshot()`` bytes; nothing is
 pickled.
 """
@@ -28,13 +32,14 @@ from collections import OrderedDict
 from typing import Any
 
 from .errors import InvalidCommandError
+from .safejson import MAX_DEPTH, nesting_exceeds, text_may_exceed
 from .types import JSON, Command, CommandResult, StateMachine
 
 log = logging.getLogger("tsconsensus.apply")
 
 _SNAPSHOT_MAGIC = b"TSCSNAP1"
-RESTORE_COMMAND = "tsc.restore"
-"""Reserved command name: restore the state machine from a snapshot (``tsc snapshot restore``)."""
+RESTORE_KIND = "restore"
+"""Entry kind: replace the state machine's state with snapshot bytes carried in the entry."""
 _HEADER_LEN = struct.Struct(">Q")
 
 
@@ -42,14 +47,27 @@ def encode_entry(request_id: str, command: Command) -> bytes:
     """The log entry for ``command``; raises :class:`InvalidCommandError` if it is not JSON."""
     if not isinstance(command.name, str) or not command.name:
         raise InvalidCommandError("command name must be a non-empty string")
+    return _encode({"r": request_id, "n": command.name, "a": command.args}, command.args)
+
+
+def encode_restore_entry(request_id: str, data: bytes, sha256: str) -> bytes:
+    """The log entry that restores ``data`` (checked against ``sha256``) on every node."""
+    args = {"data": base64.b64encode(data).decode("ascii"), "sha256": sha256}
+    return _encode({"r": request_id, "k": RESTORE_KIND, "a": args}, None)
+
+
+def _encode(envelope: dict[str, Any], args: Any) -> bytes:
+    too_deep = f"command args are nested deeper than {MAX_DEPTH} levels"
     try:
-        return json.dumps(
-            {"r": request_id, "n": command.name, "a": command.args},
-            separators=(",", ":"),
-            allow_nan=False,
-        ).encode()
+        encoded = json.dumps(envelope, separators=(",", ":"), allow_nan=False).encode()
+    except RecursionError:
+        raise InvalidCommandError(too_deep) from None
     except (TypeError, ValueError) as exc:
         raise InvalidCommandError(f"command args are not JSON: {exc}") from None
+    # Every node decodes this on its Raft thread: what is accepted must decode there too.
+    if text_may_exceed(encoded) and nesting_exceeds(args):
+        raise InvalidCommandError(too_deep)
+    return encoded
 
 
 def join_entries(entries: list[bytes], stamp: float) -> bytes:
@@ -140,21 +158,24 @@ class LogApplier:
     def _apply_decoded(self, decoded: Any, index: int) -> CommandResult:
         try:
             request_id = decoded["r"]
-            command = Command(decoded["n"], decoded["a"])
+            kind = decoded.get("k")
+            command = Command(decoded["n"] if kind is None else "", decoded["a"])
+            if kind not in (None, RESTORE_KIND):
+                raise ValueError(f"unknown entry kind {kind!r}")
         except Exception as exc:
             log.error("malformed command at index %d: %s", index, exc)
             return CommandResult(None, f"malformed command in the log: {exc}", index)
         earlier = self._seen.get(request_id)
         if earlier is not None:
             return earlier[0]
-        outcome = self._run(command, index)
+        outcome = self._run(command, index, restore=kind == RESTORE_KIND)
         self._remember(request_id, outcome)
         return outcome
 
-    def _run(self, command: Command, index: int) -> CommandResult:
+    def _run(self, command: Command, index: int, *, restore: bool) -> CommandResult:
         try:
-            if command.name == RESTORE_COMMAND:
-                result: JSON = self._restore_command(command.args)
+            if restore:
+                result: JSON = self._restore(command.args)
             else:
                 result = self._machine.apply(command)
             json.dumps(result, allow_nan=False)
@@ -162,14 +183,14 @@ class LogApplier:
             return CommandResult(None, _describe(exc), index)
         return CommandResult(result, None, index)
 
-    def _restore_command(self, args: JSON) -> JSON:
-        """``tsc.restore``: replace the machine's state with a snapshot carried in the log, so
-        every node restores the same bytes at the same point."""
+    def _restore(self, args: JSON) -> JSON:
+        """Replace the machine's state with a snapshot carried in the log, so every node
+        restores the same bytes at the same point (``POST /v1/snapshot/restore``)."""
         if not isinstance(args, dict) or not isinstance(args.get("data"), str):
-            raise ValueError(f"{RESTORE_COMMAND}: args must be {{'data': base64, 'sha256': hex}}")
+            raise ValueError("restore: args must be {'data': base64, 'sha256': hex}")
         data = base64.b64decode(args["data"], validate=True)
         if hashlib.sha256(data).hexdigest() != args.get("sha256"):
-            raise ValueError(f"{RESTORE_COMMAND}: the snapshot fails its checksum")
+            raise ValueError("restore: the snapshot fails its checksum")
         self._machine.restore(data)
         return {"restored_bytes": len(data)}
 

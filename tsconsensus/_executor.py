@@ -17,7 +17,7 @@ import logging
 import threading
 import uuid
 
-from ._applier import encode_entry
+from ._applier import encode_entry, encode_restore_entry
 from ._raft import RaftNode
 from ._raft_model import FailReason
 from .clock import Clock
@@ -91,21 +91,26 @@ class CommandExecutor:
                 "a state machine must not execute commands"
             )
 
-    def _prepare(
-        self, command: Command, request_id: str | None, timeout: float
-    ) -> tuple[bytes, _Attempts]:
+    def _request_id(self, request_id: str | None) -> str:
         if request_id is None:
-            request_id = f"{self._id_prefix}-{next(self._id_counter)}"
-        elif not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID_CHARS:
+            return f"{self._id_prefix}-{next(self._id_counter)}"
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID_CHARS:
             raise InvalidCommandError(
                 f"request_id must be a string of 1 to {MAX_REQUEST_ID_CHARS} characters"
             )
-        entry = encode_entry(request_id, command)
+        return request_id
+
+    def _checked(self, entry: bytes, timeout: float) -> tuple[bytes, _Attempts]:
         if len(entry) > self._max_entry:
             raise InvalidCommandError(
                 f"command is {len(entry)} bytes encoded, over the limit of {self._max_entry}"
             )
         return entry, _Attempts(self._clock.monotonic(), timeout, self._attempt_timeout)
+
+    def _prepare(
+        self, command: Command, request_id: str | None, timeout: float
+    ) -> tuple[bytes, _Attempts]:
+        return self._checked(encode_entry(self._request_id(request_id), command), timeout)
 
     def execute(self, command: Command, request_id: str | None, timeout: float) -> CommandResult:
         """Commit ``command`` and return its outcome as applied on this node. Blocking.
@@ -147,7 +152,16 @@ class CommandExecutor:
         self, command: Command, request_id: str | None, timeout: float
     ) -> CommandResult:
         """:meth:`execute` for a caller on any asyncio event loop."""
-        entry, attempts = self._prepare(command, request_id, timeout)
+        return await self._run_async(*self._prepare(command, request_id, timeout))
+
+    async def restore_async(self, data: bytes, sha256: str, timeout: float) -> CommandResult:
+        """Commit a restore of ``data`` (an entry of its own kind, which no command name can
+        produce) and return its outcome: ``{"restored_bytes": n}`` or the error. Raises like
+        :meth:`execute`."""
+        entry = encode_restore_entry(self._request_id(None), data, sha256)
+        return await self._run_async(*self._checked(entry, timeout))
+
+    async def _run_async(self, entry: bytes, attempts: _Attempts) -> CommandResult:
         loop = asyncio.get_running_loop()
         while True:
             wait = attempts.next_wait(self._clock.monotonic())

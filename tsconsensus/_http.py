@@ -1,38 +1,60 @@
 """A small asyncio HTTP/1.1 server for the command and monitor ports.
 
-Just what the node's JSON endpoints need, with the limits a public port needs: headers and body
-read under deadlines, the body size checked from ``Content-Length`` before a byte of it is read
-(413), keep-alive, and an authorization check on every request (403 for a denied peer, then the
-connection is closed). Every error body is JSON with an ``error`` field. Handler exceptions
-become a 500 with a JSON body and are logged; they never reach the peer as a traceback.
+Just what the node's JSON endpoints need, with the limits a port open to a network needs:
+- deny by default, decided at accept: a connection over the caps (``max_connections`` in all,
+  ``max_connections_per_source`` from one address) is answered 503 and closed at once, and a
+  peer the ``authorize`` callable refuses gets 403 before a byte it sent is parsed;
+  authorization is asked again for a request on a connection last checked over
+  :data:`REAUTHORIZE_EVERY_S` ago, so a peer that loses its tag is cut off within a second;
+- requests parsed by httptools (llhttp) under the rules of :mod:`tsconsensus._http_request`
+  (head and body deadlines, 413 from ``Content-Length`` before the body is read, ambiguous
+  framing refused, keep-alive for HTTP/1.1 only);
+- the accept loop never spins: when descriptors run out (EMFILE) it backs off and logs once per
+  :data:`LOG_EVERY_S`, not once per attempt.
+Every error body is JSON with an ``error`` field. Handler exceptions become a 500 with a JSON
+body and are logged; they never reach the peer as a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
-import sys
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from ._http_request import MAX_HEADER_BYTES, Head, Refusal, RequestReader
+from .address import NodeAddress
 
 log = logging.getLogger("tsconsensus.http")
 
-T = TypeVar("T")
+__all__ = ["MAX_HEADER_BYTES", "HttpServer", "Request", "Response", "error"]
 
-MAX_HEADER_BYTES = 16 * 1024
+REAUTHORIZE_EVERY_S = 1.0
+LOG_EVERY_S = 10.0
+_ACCEPT_BACKOFF_S = (0.01, 1.0)
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_LINGER_S = 1.0
+_LINGER_BYTES = 64 * 1024
+_MAX_LINGERING = 64
+"""Refusals over the caps that may wait for the peer to read their 503 (beyond: plain close)."""
 _REASONS = {
+    100: "Continue",
     200: "OK",
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    409: "Conflict",
     411: "Length Required",
     413: "Content Too Large",
     500: "Internal Server Error",
+    501: "Not Implemented",
     503: "Service Unavailable",
 }
 
@@ -59,7 +81,7 @@ class Response:
         if isinstance(self.body, bytes):
             payload = self.body
         elif isinstance(self.body, str) and self.content_type != "application/json":
-            payload = self.body.encode()
+            payload = self.body.encode("utf-8", "backslashreplace")
         else:
             payload = json.dumps(self.body, separators=(",", ":")).encode()
         head = [
@@ -81,11 +103,31 @@ Handler = Callable[[Request], Awaitable[Response]]
 Authorize = Callable[[str, int], Awaitable[bool]]
 
 
+class _Throttle:
+    """Says when to log a repeated event: at most once per ``interval`` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next = 0.0
+        self.held = 0
+
+    def due(self, now: float) -> bool:
+        if now < self._next:
+            self.held += 1
+            return False
+        self._next = now + self._interval
+        return True
+
+    def take_held(self) -> int:
+        held, self.held = self.held, 0
+        return held
+
+
 class HttpServer:
     """Serves ``routes`` (``(method, path) -> handler``) on ``host:port``.
 
-    ``authorize(ip, port)`` is awaited for every request; ``None`` would allow everyone and is
-    therefore not accepted. Runs on the event loop that calls :meth:`start`.
+    ``authorize(ip, port)`` decides every connection at accept (``None`` would allow everyone
+    and is therefore not accepted). Runs on the event loop that calls :meth:`start`.
     """
 
     def __init__(
@@ -97,148 +139,256 @@ class HttpServer:
         routes: dict[tuple[str, str], Handler],
         authorize: Authorize,
         max_body_bytes: int,
+        max_connections: int = 512,
+        max_connections_per_source: int = 64,
         read_timeout_s: float = 10.0,
     ) -> None:
         self.name = name
-        self.host = host
-        self.port = port
+        self.address = NodeAddress(host, port)
         self._routes = routes
         self._paths = {path for _, path in routes}
         self._authorize = authorize
         self._max_body = max_body_bytes
+        self._max_connections = max_connections
+        self._max_per_source = max_connections_per_source
         self._read_timeout = read_timeout_s
-        self._server: asyncio.base_events.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._per_source: dict[str, int] = {}
+        self._open = 0
+        self._lingering = 0
+        self._accept_errors = _Throttle(LOG_EVERY_S)
+        self._over_cap = _Throttle(LOG_EVERY_S)
+
+    @property
+    def host(self) -> str:
+        return self.address.host
+
+    @property
+    def port(self) -> int:
+        return self.address.port
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed (refused ones never count)."""
+        return self._open
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve_connection, self.host, self.port, limit=MAX_HEADER_BYTES, backlog=256
+        """Listen; raises ``OSError`` if the address cannot be bound."""
+        listener = socket.create_server(
+            (self.host, self.port), family=self.address.family, backlog=256
         )
-        log.info("%s port listening on %s:%d", self.name, self.host, self.port)
+        listener.setblocking(False)
+        self._listener = listener
+        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+        log.info("%s port listening on %s", self.name, self.address)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._connections):
-                task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            await asyncio.gather(self._accept_task, return_exceptions=True)
+            self._accept_task = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        peername = writer.get_extra_info("peername") or ("", 0)
-        peer = (str(peername[0]), int(peername[1]))
-        try:
-            keep_alive = True
-            while keep_alive:
-                response, keep_alive, request = await self._one_exchange(reader, peer)
-                if response is None:
-                    break
-                writer.write(response.encode(keep_alive))
-                await writer.drain()
-                if request is not None:
-                    log.debug(
-                        "%s %s %s -> %d", peer[0], request.method, request.path, response.status
+    # -- accepting --------------------------------------------------------------------------
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._listener is not None
+        listener = self._listener
+        backoff = _ACCEPT_BACKOFF_S[0]
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(listener)
+            except OSError as exc:
+                # Out of descriptors the pending connection stays in the backlog and the
+                # listener stays readable: retrying at once would spin. Back off instead.
+                if self._accept_errors.due(loop.time()):
+                    exhausted = exc.errno in _OUT_OF_RESOURCES
+                    held = self._accept_errors.take_held()
+                    log.warning(
+                        "%s port: %s (%s); backing off%s",
+                        self.name,
+                        "out of file descriptors or memory" if exhausted else "accept failed",
+                        exc.strerror or exc,
+                        f" ({held} more failures since the last report)" if held else "",
                     )
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _ACCEPT_BACKOFF_S[1])
+                continue
+            backoff = _ACCEPT_BACKOFF_S[0]
+            self._admit(sock, (str(addr[0]), int(addr[1])))
+
+    def _admit(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        ip = peer[0]
+        from_source = self._per_source.get(ip, 0)
+        if from_source >= self._max_per_source or self.open_connections >= self._max_connections:
+            why = (
+                f"too many connections from {ip} (limit {self._max_per_source})"
+                if from_source >= self._max_per_source
+                else f"too many connections (limit {self._max_connections})"
+            )
+            if self._over_cap.due(asyncio.get_running_loop().time()):
+                held = self._over_cap.take_held()
+                log.warning(
+                    "%s port: refusing connections: %s%s",
+                    self.name,
+                    why,
+                    f" ({held} more refused since the last report)" if held else "",
+                )
+            payload = error(503, why).encode(keep_alive=False)
+            if self._lingering >= _MAX_LINGERING:
+                _send_and_close(sock, payload)  # under a flood: no cost, no promise
+                return
+            self._lingering += 1
+            self._track(self._refuse_over_cap(sock, payload))
+            return
+        self._per_source[ip] = from_source + 1
+        self._open += 1
+        self._track(self._serve(sock, peer))
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _refuse_over_cap(self, sock: socket.socket, payload: bytes) -> None:
+        try:
+            await _refuse_unread(sock, payload)
+        finally:
+            self._lingering -= 1
+            sock.close()
+
+    def _release(self, ip: str) -> None:
+        self._open -= 1
+        left = self._per_source.get(ip, 1) - 1
+        if left > 0:
+            self._per_source[ip] = left
+        else:
+            self._per_source.pop(ip, None)
+
+    async def _allowed(self, peer: tuple[str, int]) -> bool:
+        try:
+            return await self._authorize(*peer)
+        except Exception:  # a broken check must not open the door
+            log.exception("%s port: authorizing %s failed; denying", self.name, peer[0])
+            return False
+
+    # -- serving ----------------------------------------------------------------------------
+
+    async def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            if not await self._allowed(peer):
+                await _refuse_unread(sock, _denied(peer).encode(keep_alive=False))
+                return
+            reader, writer = await asyncio.open_connection(sock=sock, limit=64 * 1024)
+            await self._exchanges(reader, writer, peer)
+        except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         finally:
-            self._connections.discard(task)
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError, asyncio.CancelledError):
-                pass
+            self._release(peer[0])
+            if writer is None:
+                sock.close()
+            else:
+                writer.close()
+                try:
+                    await writer.wait_closed()
+                except (ConnectionError, OSError, asyncio.CancelledError):
+                    pass
 
-    async def _one_exchange(
-        self, reader: asyncio.StreamReader, peer: tuple[str, int]
-    ) -> tuple[Response | None, bool, Request | None]:
-        """Read one request and produce its response; ``None`` means close silently."""
-        try:
-            head = await _within(self._read_timeout, reader.readuntil(b"\r\n\r\n"))
-        except asyncio.IncompleteReadError:
-            return None, False, None
-        except asyncio.LimitOverrunError:
-            return error(400, f"request headers exceed {MAX_HEADER_BYTES} bytes"), False, None
-        except asyncio.TimeoutError:
-            return None, False, None
-        try:
-            method, target, headers = _parse_head(head)
-        except ValueError as exc:
-            return error(400, str(exc)), False, None
-        keep_alive = headers.get("connection", "").lower() != "close"
-        if not await self._authorize(*peer):
-            return (
-                error(403, f"peer {peer[0]} is not authorized: it lacks the cluster tag"),
-                False,
-                None,
-            )
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return error(411, "chunked bodies are not accepted; send Content-Length"), False, None
-        try:
-            length = int(headers.get("content-length", "0"))
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            return error(400, "invalid Content-Length"), False, None
-        if length > self._max_body:
-            return (
-                error(413, f"body of {length} bytes exceeds the limit of {self._max_body}"),
-                False,
-                None,
-            )
-        try:
-            body = await _within(self._read_timeout, reader.readexactly(length))
-        except asyncio.TimeoutError:
-            return error(408, "timed out reading the request body"), False, None
-        url = urlsplit(target)
-        request = Request(method, url.path, parse_qs(url.query), headers, body, peer)
-        handler = self._routes.get((method, url.path))
+    async def _exchanges(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple[str, int]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        checked_at = loop.time()
+        requests = RequestReader(reader, max_body=self._max_body, timeout_s=self._read_timeout)
+        while True:
+            head = await requests.read_head()
+            if head is None:
+                return
+            if isinstance(head, Refusal):
+                await _send(writer, error(head.status, head.message), keep_alive=False)
+                return
+            if loop.time() - checked_at > REAUTHORIZE_EVERY_S:
+                if not await self._allowed(peer):
+                    await _send(writer, _denied(peer), keep_alive=False)
+                    return
+                checked_at = loop.time()
+            body = await requests.read_body(head, writer)
+            if body is None:
+                return
+            if isinstance(body, Refusal):
+                await _send(writer, error(body.status, body.message), keep_alive=False)
+                return
+            response = await self._dispatch(head, body, peer)
+            await _send(writer, response, keep_alive=head.keep_alive)
+            if not head.keep_alive:
+                return
+
+    async def _dispatch(self, head: Head, body: bytes, peer: tuple[str, int]) -> Response:
+        url = urlsplit(head.target)
+        request = Request(head.method, url.path, parse_qs(url.query), head.headers, body, peer)
+        handler = self._routes.get((head.method, url.path))
         if handler is None:
             if url.path in self._paths:
-                return error(405, f"method {method} not allowed on {url.path}"), keep_alive, request
-            return error(404, f"no such endpoint: {url.path}"), keep_alive, request
-        try:
-            return await handler(request), keep_alive, request
-        except Exception:
-            log.exception("%s handler for %s %s failed", self.name, method, url.path)
-            return error(500, "internal error (see the node's log)"), keep_alive, request
+                response = error(405, f"method {head.method} not allowed on {url.path}")
+            else:
+                response = error(404, f"no such endpoint: {url.path}")
+        else:
+            try:
+                response = await handler(request)
+            except Exception:
+                log.exception("%s handler for %s %s failed", self.name, head.method, url.path)
+                response = error(500, "internal error (see the node's log)")
+        log.debug("%s %s %s -> %d", peer[0], head.method, url.path, response.status)
+        return response
 
 
-async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
-    """``await awaitable`` or raise :class:`asyncio.TimeoutError` after ``seconds``.
-
-    On Python 3.11+ this is ``asyncio.timeout``, which, unlike ``asyncio.wait_for``, does not
-    start a task per call (two per request here).
-    """
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
+def _denied(peer: tuple[str, int]) -> Response:
+    return error(403, f"peer {peer[0]} is not authorized: it lacks the cluster tag")
 
 
-def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+async def _send(writer: asyncio.StreamWriter, response: Response, *, keep_alive: bool) -> None:
+    writer.write(response.encode(keep_alive))
+    await writer.drain()
+
+
+def _send_and_close(sock: socket.socket, payload: bytes) -> None:
+    """Best effort, never blocks: for refusals that must cost as little as possible."""
     try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
-        raise ValueError("undecodable request head") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise ValueError(f"malformed request line: {lines[0][:80]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ValueError(f"malformed header line: {line[:80]!r}")
-        headers[name.strip().lower()] = value.strip()
-    return parts[0], parts[1], headers
+        sock.send(payload)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+async def _refuse_unread(sock: socket.socket, payload: bytes) -> None:
+    """Answer without parsing anything the peer sent, then close without a reset.
+
+    Closing a socket with unread input sends RST, which can destroy the answer before the
+    peer reads it; so the input is read and thrown away (at most ``_LINGER_BYTES``, for at
+    most ``_LINGER_S``) after our side is shut down.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(loop.sock_sendall(sock, payload), _LINGER_S)
+        sock.shutdown(socket.SHUT_WR)
+        deadline = loop.time() + _LINGER_S
+        drained = 0
+        while drained < _LINGER_BYTES:
+            chunk = await asyncio.wait_for(
+                loop.sock_recv(sock, 16 * 1024), max(0.0, deadline - loop.time())
+            )
+            if not chunk:
+                break
+            drained += len(chunk)
+    except (OSError, asyncio.TimeoutError):
+        pass

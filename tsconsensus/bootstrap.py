@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .address import NodeAddress
 from .errors import JoinError, TsconsensusError
 from .tailnet import Peer
 
@@ -112,7 +113,7 @@ def decide_members(
                 log.info("joined through %s: members %s", peer.hostname, members)
                 return members
         if not follow_only:
-            ids = [me_id, *(f"{p.address}:{raft_port}" for p in tagged)]
+            ids = [me_id, *(str(NodeAddress(p.address, raft_port)) for p in tagged)]
             chosen = bootstrap_set(ids, bootstrap_expect)
             if chosen is not None and me_id in chosen:
                 log.info("bootstrapping a new cluster: %s", chosen)

@@ -7,6 +7,7 @@ Errors are translated: an unreachable node is :class:`NodeUnreachableError`, a 4
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -14,23 +15,32 @@ from typing import Any, NoReturn
 
 import httpx
 
+from .address import NodeAddress
 from .errors import (
     ClusterError,
     InvalidCommandError,
+    InvalidJSONError,
     NodeUnreachableError,
     NoLeaderError,
     NotAuthorizedError,
     TsconsensusError,
 )
+from .safejson import loads
 from .types import JSON, CommandResult
 
 
 def _base_url(address: str) -> str:
-    return address if address.startswith(("http://", "https://")) else f"http://{address}"
+    """``http://host:port`` for ``host:port`` (validated) or a URL (kept as given)."""
+    if address.startswith(("http://", "https://")):
+        return address
+    return f"http://{NodeAddress.parse(address)}"
 
 
 class NodeClient:
     """Talks to one node's port at ``address`` (``host:port`` or a URL). Blocking, reusable.
+
+    Raises :class:`InvalidAddressError` for an ``address`` that is neither. Answers are decoded
+    with the same nesting bound as requests, so a hostile node cannot crash the client.
 
     ``source_address`` binds the client's side of the connection, so that a ``tsc`` running on
     a node connects *as that node* (the ports authorize by source address).
@@ -76,8 +86,10 @@ class NodeClient:
         """Send one request; return the decoded JSON body of a 200, raise for anything else."""
         response = self._send(method, path, body, timeout)
         try:
-            data = response.json()
-        except ValueError:
+            data = loads(response.content, what=f"the answer of {self.base_url}{path}")
+        except InvalidJSONError as exc:
+            if response.status_code == 200:
+                raise TsconsensusError(str(exc)) from None
             data = {"error": response.text[:200]}
         if response.status_code == 200:
             return data
@@ -142,8 +154,8 @@ class NodeClient:
     def _snapshot_from(self, response: httpx.Response) -> tuple[int, bytes]:
         if response.status_code != 200:
             try:
-                data = response.json()
-            except ValueError:
+                data = loads(response.content)
+            except InvalidJSONError:
                 data = {"error": response.text[:200]}
             self._raise_for(response.status_code, data, "/v1/snapshot")
         data_bytes = response.content
@@ -167,6 +179,18 @@ class NodeClient:
         """``POST /v1/members/remove`` on a command port (forwarded to the leader)."""
         data = self.request("POST", "/v1/members/remove", {"id": node_id})
         return [str(m) for m in data["members"]]
+
+    def restore_snapshot(
+        self, data: bytes, *, sha256: str | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """``POST /v1/snapshot/restore``: replace the state on every node with ``data`` (the
+        bytes of a state machine snapshot). ``sha256`` defaults to ``data``'s own digest."""
+        body = {
+            "data": base64.b64encode(data).decode("ascii"),
+            "sha256": sha256 or hashlib.sha256(data).hexdigest(),
+        }
+        answer = self.request("POST", "/v1/snapshot/restore", body, timeout=timeout)
+        return CommandResult(answer.get("result"), answer.get("error"), int(answer.get("index", 0)))
 
     def transfer_leadership(self, to: str | None = None) -> str:
         """``POST /v1/leader/transfer``: returns the new leader's id."""

@@ -12,7 +12,13 @@ Responses:
 ``POST /v1/join`` ``{"id": "host:raft_port"}``: add the calling node (a node may only add
 itself: the id's host must be the caller's address) to the configuration; forwarded to the
 leader; already a member is a 200 too. Answers ``{"members": [...], "leader": ...}``.
-``POST /v1/members/remove`` ``{"id": ...}``: remove a member (forwarded to the leader).
+``POST /v1/members/remove`` ``{"id": ...}``: remove a member (forwarded to the leader); 409
+with ``members`` if the id is not a member. Ids must be valid ``host:port`` (an IP address or
+hostname, a port from 1 to 65535; IPv6 in brackets), else 400; they are used in their
+canonical form (:class:`tsconsensus.NodeAddress`).
+``POST /v1/snapshot/restore`` ``{"data": base64, "sha256": hex}``: replace the state machine's
+state on every node at one log position; answers like ``/v1/execute`` (the result is
+``{"restored_bytes": n}``). ``/v1/execute`` has no reserved command names.
 ``POST /v1/leader/transfer`` ``{"to": id|null}``: move leadership (forwarded to the leader);
 answers ``{"leader": new}``, 409 if it did not move.
 ``POST /v1/node/stop``: only from the node's own address; ends ``tsc node start`` cleanly
@@ -22,12 +28,17 @@ answers ``{"leader": new}``, 409 if it did not move.
 from __future__ import annotations
 
 import asyncio
-import json
+import base64
+import binascii
+import hashlib
+import ipaddress
 from typing import Any, Protocol
 
 from ._http import Handler, Request, Response, error
+from .address import NodeAddress
 from .client import PeerClients
 from .errors import ClusterError, InvalidCommandError, JoinError, NoLeaderError, TsconsensusError
+from .safejson import loads
 from .types import Command, CommandResult
 
 MAX_TIMEOUT_S = 300.0
@@ -65,13 +76,14 @@ class CommandNode(Protocol):
 
     def command_address_of(self, node_id: str | None) -> str | None: ...
 
+    async def restore_snapshot_async(
+        self, data: bytes, *, sha256: str | None = None, timeout: float | None = None
+    ) -> CommandResult: ...
+
 
 def parse_execute_body(body: bytes) -> tuple[Command, str | None, float | None]:
     """Validate an execute body; raises ValueError with a message fit for a 400."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"body is not valid JSON: {exc}") from None
+    data: Any = loads(body)
     if not isinstance(data, dict):
         raise ValueError("body must be a JSON object")
     name = data.get("name")
@@ -109,29 +121,45 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
             return error(400, str(exc))
         except NoLeaderError as exc:
             return error(503, str(exc), leader=node.command_address_of(exc.leader))
-        return Response(
-            200, {"result": outcome.result, "error": outcome.error, "index": outcome.index}
-        )
+        return _outcome(outcome)
+
+    async def restore(request: Request) -> Response:
+        try:
+            data, digest = _restore_body(request.body)
+        except ValueError as exc:
+            return error(400, str(exc))
+        try:
+            outcome = await node.restore_snapshot_async(data, sha256=digest)
+        except InvalidCommandError as exc:
+            return error(400, str(exc))
+        except NoLeaderError as exc:
+            return error(503, str(exc), leader=node.command_address_of(exc.leader))
+        return _outcome(outcome)
 
     async def join(request: Request) -> Response:
         try:
-            node_id = _member_id(request.body)
+            address = _member_id(request.body)
         except ValueError as exc:
             return error(400, str(exc))
-        host = node_id.rpartition(":")[0].strip("[]")
-        if host != request.peer[0]:
-            return error(403, f"a node may only ask to add itself ({request.peer[0]}), not {host}")
-        return await _change(node_id, add=True)
+        if address.host != _canonical_ip(request.peer[0]):
+            return error(
+                403, f"a node may only ask to add itself ({request.peer[0]}), not {address.host}"
+            )
+        return await _change(str(address), add=True)
 
     async def remove(request: Request) -> Response:
         try:
-            node_id = _member_id(request.body)
+            address = _member_id(request.body)
         except ValueError as exc:
             return error(400, str(exc))
-        return await _change(node_id, add=False)
+        members = node.members()
+        if str(address) not in members:
+            listed = ", ".join(sorted(members))
+            return error(409, f"{address} is not a member (members: {listed})", members=members)
+        return await _change(str(address), add=False)
 
     async def _change(node_id: str, add: bool) -> Response:
-        if (node_id in node.members()) == add:  # already done: joining twice is harmless
+        if add and node_id in node.members():  # already done: joining twice is harmless
             return Response(200, {"members": node.members(), "leader": node.leader})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + node.default_timeout_s
@@ -151,11 +179,13 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
 
     async def transfer(request: Request) -> Response:
         try:
-            data: Any = json.loads(request.body or b"{}")
+            data: Any = loads(request.body or b"{}")
             to = data.get("to") if isinstance(data, dict) else None
-            if to is not None and not isinstance(to, str):
-                raise ValueError("'to' must be a member id or null")
-        except (ValueError, UnicodeDecodeError) as exc:
+            if to is not None:
+                if not isinstance(to, str):
+                    raise ValueError("'to' must be a member id or null")
+                to = str(NodeAddress.parse(to))
+        except ValueError as exc:
             return error(400, f"bad body: {exc}")
         loop = asyncio.get_running_loop()
         if not node.is_leader:
@@ -192,15 +222,44 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
         ("POST", "/v1/execute"): execute,
         ("POST", "/v1/join"): join,
         ("POST", "/v1/members/remove"): remove,
+        ("POST", "/v1/snapshot/restore"): restore,
     }
 
 
-def _member_id(body: bytes) -> str:
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"body is not valid JSON: {exc}") from None
+def _outcome(outcome: CommandResult) -> Response:
+    return Response(200, {"result": outcome.result, "error": outcome.error, "index": outcome.index})
+
+
+def _member_id(body: bytes) -> NodeAddress:
+    """The ``id`` of a join or remove body; raises ValueError (400) naming what is wrong."""
+    data: Any = loads(body)
     node_id = data.get("id") if isinstance(data, dict) else None
-    if not isinstance(node_id, str) or ":" not in node_id:
+    if not isinstance(node_id, str):
         raise ValueError('body must be {"id": "host:raft_port"}')
-    return node_id
+    return NodeAddress.parse(node_id)
+
+
+def _canonical_ip(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return ip
+
+
+def _restore_body(body: bytes) -> tuple[bytes, str]:
+    """``{"data": base64, "sha256": hex}`` -> (bytes, digest); raises ValueError (400)."""
+    data: Any = loads(body)
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"data", "sha256"}
+        or not isinstance(data["data"], str)
+        or not isinstance(data["sha256"], str)
+    ):
+        raise ValueError('body must be {"data": base64 snapshot bytes, "sha256": hex digest}')
+    try:
+        snapshot = base64.b64decode(data["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("'data' is not valid base64") from None
+    if hashlib.sha256(snapshot).hexdigest() != data["sha256"].lower():
+        raise ValueError("the snapshot fails its checksum ('sha256' does not match 'data')")
+    return snapshot, data["sha256"].lower()

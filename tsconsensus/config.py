@@ -188,6 +188,30 @@ class CommandConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """Connection limits of the HTTP ports (command and monitor), each port counted alone.
+
+    A connection over a limit is answered 503 and closed as soon as it is accepted.
+    """
+
+    max_connections: int = 512
+    """Open connections at most, from all sources together."""
+    max_connections_per_source: int = 64
+    """Open connections at most from one source address (one tailnet node)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_connections_per_source"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"http.{name}", getattr(self, name), "must be at least 1")
+        if self.max_connections_per_source > self.max_connections:
+            raise ConfigError(
+                "http.max_connections_per_source",
+                self.max_connections_per_source,
+                f"must not exceed http.max_connections ({self.max_connections})",
+            )
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     """The monitor port (status, health, metrics)."""
 
@@ -255,6 +279,7 @@ class Config:
     ports: PortsConfig = field(default_factory=PortsConfig)
     raft: RaftConfig = field(default_factory=RaftConfig)
     command: CommandConfig = field(default_factory=CommandConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tailnet: TailnetConfig = field(default_factory=TailnetConfig)
@@ -270,16 +295,23 @@ class Config:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, "", f"is not valid TOML: {exc}") from None
+        except RecursionError:  # tomllib recurses once per level of nested arrays/tables
+            raise ConfigError(source, "", "is not valid TOML: nested too deeply") from None
         return from_mapping(data)
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
-        """Read and parse a TOML file; raises :class:`ConfigError` (also for an unreadable file)."""
+        """Read and parse a TOML file; raises :class:`ConfigError` (also for a file that cannot be
+        read or is not UTF-8 text)."""
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError("--config", str(p), f"cannot be read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                "--config", str(p), f"is not UTF-8 text (byte {exc.start}): not a TOML file"
+            ) from None
         return cls.from_toml(text, source=str(p))
 
     def with_overrides(self, **sections: Any) -> Config:
@@ -292,6 +324,7 @@ _SECTIONS: dict[str, type] = {
     "ports": PortsConfig,
     "raft": RaftConfig,
     "command": CommandConfig,
+    "http": HttpConfig,
     "monitor": MonitorConfig,
     "storage": StorageConfig,
     "tailnet": TailnetConfig,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,14 +20,21 @@ from ._http import HttpServer
 from ._loop import LoopThread
 from ._raft import RaftNode
 from ._raft_model import FailReason
-from ._wire import split_node_id
+from .address import NodeAddress
 from .authorization import Authorizer, cluster_password
 from .bootstrap import decide_members, write_members
 from .client import PeerClients
 from .clock import Clock, SystemClock
 from .command_server import command_routes
 from .config import Config
-from .errors import ClusterError, JoinError, NoLeaderError, NotTaggedError, TsconsensusError
+from .errors import (
+    ClusterError,
+    InvalidCommandError,
+    JoinError,
+    NoLeaderError,
+    NotTaggedError,
+    TsconsensusError,
+)
 from .metrics import Metrics
 from .monitor_server import monitor_routes
 from .tailnet import Peer, Tailnet
@@ -81,22 +89,24 @@ class Consensus:
 
     @property
     def address(self) -> str:
-        return split_node_id(self._raft.node_id)[0]
+        return NodeAddress.parse(self._raft.node_id).host
 
     @property
     def command_url(self) -> str:
-        return f"http://{_host_for_url(self.address)}:{self.config.ports.command}"
+        return f"http://{self._own(self.config.ports.command)}"
 
     @property
     def monitor_url(self) -> str:
-        return f"http://{_host_for_url(self.address)}:{self.config.ports.monitor}"
+        return f"http://{self._own(self.config.ports.monitor)}"
+
+    def _own(self, port: int) -> NodeAddress:
+        return NodeAddress.parse(self._raft.node_id).with_port(port)
 
     def command_address_of(self, node_id: str | None) -> str | None:
         """The command port address (``host:port``) of the member ``node_id``."""
         if node_id is None:
             return None
-        host = split_node_id(node_id)[0]
-        return f"{_host_for_url(host)}:{self.config.ports.command}"
+        return str(NodeAddress.parse(node_id).with_port(self.config.ports.command))
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -135,6 +145,28 @@ class Consensus:
         self._count(command, outcome, started, forwarded)
         return outcome
 
+    def restore_snapshot(
+        self, data: bytes, *, sha256: str | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """Replace the state machine's state on every node with ``data`` (bytes of its
+        ``snapshot()``, e.g. from ``GET /v1/snapshot``), at one log position. Blocking.
+
+        ``sha256`` (hex), when given, must match ``data``. The outcome's result is
+        ``{"restored_bytes": n}``; a machine whose ``restore`` raises gives ``error``. Raises
+        like :meth:`execute_command` (the bytes, base64 in the log, must fit one entry).
+        """
+        return self._loop.run(self.restore_snapshot_async(data, sha256=sha256, timeout=timeout))
+
+    async def restore_snapshot_async(
+        self, data: bytes, *, sha256: str | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """:meth:`restore_snapshot` for callers on an event loop (any loop)."""
+        digest = hashlib.sha256(data).hexdigest()
+        if sha256 is not None and sha256.lower() != digest:
+            raise InvalidCommandError("the snapshot does not match its sha256")
+        t = self.default_timeout_s if timeout is None else timeout
+        return await self._executor.restore_async(data, digest, t)
+
     def _count(
         self, command: Command, outcome: CommandResult, started: float, forwarded: bool
     ) -> None:
@@ -171,7 +203,7 @@ class Consensus:
         for peer in [self.tailnet.self_peer(), *self.tailnet.peers()]:
             if not peer.has_tag(self.cluster_tag):
                 continue
-            node_id = f"{peer.address}:{raft_port}" if peer.addresses else ""
+            node_id = str(NodeAddress(peer.address, raft_port)) if peer.addresses else ""
             found.append(
                 {
                     "id": node_id,
@@ -306,10 +338,6 @@ class Consensus:
         self.stop()
 
 
-def _host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def start(
     tailnet: Tailnet,
     state_machine: StateMachine,
@@ -334,7 +362,7 @@ def start(
             f"{cluster_tag}; tag it in the tailnet's ACLs (tagOwners) and re-authenticate"
         )
     raft_port = config.ports.raft
-    node_id = f"{me.address}:{raft_port}"
+    node_id = str(NodeAddress(me.address, raft_port))
 
     peer_clients = PeerClients(
         source_address=me.address,
@@ -344,7 +372,7 @@ def start(
     )
 
     def join(peer: Peer) -> list[str]:
-        address = f"{_host_for_url(peer.address)}:{config.ports.command}"
+        address = str(NodeAddress(peer.address, config.ports.command))
         try:
             return peer_clients.get(address).join(node_id)
         except (KeyError, TypeError):
@@ -424,6 +452,8 @@ def start(
                 routes=command_routes(node),
                 authorize=authorize,
                 max_body_bytes=config.command.max_body_bytes,
+                max_connections=config.http.max_connections,
+                max_connections_per_source=config.http.max_connections_per_source,
             )
         )
         if config.monitor.serve:
@@ -435,6 +465,8 @@ def start(
                     routes=monitor_routes(node),
                     authorize=authorize,
                     max_body_bytes=4096,
+                    max_connections=config.http.max_connections,
+                    max_connections_per_source=config.http.max_connections_per_source,
                 )
             )
         for server in servers:
@@ -442,8 +474,7 @@ def start(
                 loop_thread.run(server.start(), timeout=10)
             except OSError as exc:
                 raise TsconsensusError(
-                    f"cannot listen on {me.address}:{server.port} ({server.name} port): "
-                    f"{exc.strerror or exc}"
+                    f"cannot listen on {server.address} ({server.name} port): {exc.strerror or exc}"
                 ) from None
     except BaseException:
         for server in servers:

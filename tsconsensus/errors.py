@@ -78,6 +78,22 @@ class ForwardingError(CommandError):
     """The command could not be delivered to the leader."""
 
 
+class InvalidInputError(TsconsensusError, ValueError):
+    """Text from outside (a request body, a node address, a CLI argument) does not parse.
+
+    A ``ValueError`` too, so parsing code can treat it like the standard library's errors. The
+    message names the input (cut short when it is long).
+    """
+
+
+class InvalidJSONError(InvalidInputError):
+    """JSON text that is malformed, not UTF-8, or nested deeper than the limit."""
+
+
+class InvalidAddressError(InvalidInputError):
+    """A ``host:port`` that is not a valid host (IP address or hostname) and TCP port."""
+
+
 class NodeUnreachableError(TsconsensusError):
     """A node's HTTP port could not be reached (client side)."""
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from .address import bracketed
 from .errors import TailnetError
 from .tailnet import Peer, normalize_ip, sort_addresses
 
@@ -153,8 +154,7 @@ class LocalAPIClient:
         ``patient``: retry a 404 for up to half a second, since in userspace-networking mode
         the mapping of a fresh connection lands in tailscaled just after the dial.
         """
-        host = f"[{ip}]" if ":" in ip else ip
-        key = f"{host}:{port}"
+        key = f"{bracketed(ip)}:{port}"  # port 0 (any) is fine for tailscaled's whois
         now = time.monotonic()
         with self._lock:
             cached = self._whois.get(key)

@@ -2,6 +2,13 @@
 
 Counters and the latency histogram are updated from any thread (one lock); gauges are read from
 the node's status when the page is rendered. No third-party client library is needed.
+
+Command names come from callers, so the ``name`` label is bounded and made safe before it is
+counted: at most :data:`MAX_LABEL_CHARS` characters (longer names are cut and end in ``...``),
+lone surrogates and other text that is not valid UTF-8 written as ``\\uXXXX`` escapes, and at most
+:data:`MAX_NAMES` distinct values; commands under any further name are counted as ``other``.
+The page therefore stays small and parseable whatever the names (ten 1 MB names add ten short
+lines).
 """
 
 from __future__ import annotations
@@ -14,10 +21,24 @@ from .types import NodeStatus, RaftState
 
 MAX_NAMES = 100
 """Distinct command names counted; further ones are counted as "other" (bounded cardinality)."""
+MAX_LABEL_CHARS = 64
+"""Longest ``name`` label value, in characters, before escaping."""
+OTHER = "other"
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-def _label(value: str) -> str:
+def label_value(name: str) -> str:
+    """``name`` as a bounded label value that is valid UTF-8 (not yet escaped for the page)."""
+    if len(name) > MAX_LABEL_CHARS:
+        name = name[: MAX_LABEL_CHARS - 3] + "..."
+    if name.isascii():
+        return name
+    # A lone surrogate (JSON "\\ud800" decodes to one) cannot be encoded as UTF-8.
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _escape(value: str) -> str:
+    """The text format's escapes for a label value: backslash, double quote, line feed."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -38,9 +59,10 @@ class Metrics:
 
     def command_done(self, name: str, seconds: float, *, failed: bool, forwarded: bool) -> None:
         """One execute finished on this node (``failed``: the state machine returned an error)."""
+        name = label_value(name)
         with self._lock:
             if name not in self.executed and len(self.executed) >= MAX_NAMES:
-                name = "other"
+                name = OTHER
             self.executed[name] += 1
             if failed:
                 self.failed[name] += 1
@@ -107,12 +129,12 @@ class Metrics:
         with self._lock:
             family("tsc_commands_total", "counter", "Commands executed through this node.")
             for name, count in sorted(self.executed.items()):
-                lines.append(f'tsc_commands_total{{name="{_label(name)}"}} {count}')
+                lines.append(f'tsc_commands_total{{name="{_escape(name)}"}} {count}')
             family(
                 "tsc_commands_failed_total", "counter", "Commands whose apply returned an error."
             )
             for name, count in sorted(self.failed.items()):
-                lines.append(f'tsc_commands_failed_total{{name="{_label(name)}"}} {count}')
+                lines.append(f'tsc_commands_failed_total{{name="{_escape(name)}"}} {count}')
             counters = [
                 (
                     "tsc_commands_rejected_total",

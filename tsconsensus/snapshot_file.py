@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import TsconsensusError
+from .safejson import loads
 
 MAGIC = b"TSCSNAPSHOT 1\n"
 
@@ -68,7 +69,7 @@ def read_snapshot_file(path: str | Path) -> tuple[SnapshotHeader, bytes]:
         raise SnapshotFileError(f"{p} is not a tsconsensus snapshot file")
     end = blob.find(b"\n", len(MAGIC))
     try:
-        header = SnapshotHeader(**json.loads(blob[len(MAGIC) : end]))
+        header = SnapshotHeader(**loads(blob[len(MAGIC) : end], what="the header"))
     except (ValueError, TypeError) as exc:
         raise SnapshotFileError(f"{p} has a damaged header: {exc}") from None
     data = blob[end + 1 :]

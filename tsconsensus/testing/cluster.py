@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..address import NodeAddress
 from ..client import NodeClient
 from ..config import Config, PortsConfig, from_mapping, to_toml
 from ..errors import NodeUnreachableError, NoLeaderError, TsconsensusError
@@ -356,10 +357,14 @@ class LocalCluster:
     # -- talking to nodes -------------------------------------------------------------------
 
     def command_address(self, i: int) -> str:
-        return f"{self.addresses[i]}:{self.ports.command}"
+        return str(NodeAddress(self.addresses[i], self.ports.command))
 
     def monitor_address(self, i: int) -> str:
-        return f"{self.addresses[i]}:{self.ports.monitor}"
+        return str(NodeAddress(self.addresses[i], self.ports.monitor))
+
+    def node_id(self, i: int) -> str:
+        """Node ``i``'s member id (``host:raft_port``)."""
+        return str(NodeAddress(self.addresses[i], self.ports.raft))
 
     def client(self, i: int, *, timeout: float = 10.0) -> NodeClient:
         """A command-port client that connects as node ``i`` (from its own address)."""
