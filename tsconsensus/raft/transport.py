@@ -37,7 +37,7 @@ from .frames import (
 )
 from .messages import MAX_ID, Message
 
-__all__ = ["Dial", "FrameKind", "Transport"]
+__all__ = ["Dial", "FrameKind", "Streams", "Transport"]
 
 log = logging.getLogger("tsconsensus.transport")
 
@@ -235,11 +235,13 @@ class Transport:
     @property
     def stats(self) -> dict[str, int]:
         """Counters since start, plus gauges: ``connections_in``, ``connections_out``,
-        ``queued`` (frames waiting in all peer queues)."""
+        ``queued`` and ``queued_bytes`` (frames, and their bodies' bytes, waiting in all peer
+        queues)."""
         out = dict(self._stats)
         out["connections_in"] = self._receiver.connections
         out["connections_out"] = sum(1 for p in self._peers.values() if p.writer is not None)
         out["queued"] = sum(len(p.queue) for p in self._peers.values())
+        out["queued_bytes"] = sum(p.queued_bytes for p in self._peers.values())
         return out
 
     def recheck(self) -> None:
@@ -387,6 +389,8 @@ class Transport:
         peer.queued_bytes -= size
         try:
             writer.write(b"".join(parts))
+            self._stats["frames_sent"] += count  # handed to the socket: no further guarantee
+            self._stats["bytes_sent"] += size + count * PREFIX_BYTES
             # The watchdog reports the peer if this drain outlives write_timeout_s.
             peer.deadline = loop.time() + self._write_timeout_s
             await writer.drain()
@@ -394,9 +398,6 @@ class Transport:
         except (OSError, RuntimeError) as exc:
             self._stats["write_failures"] += 1
             self._outbound_failed(peer, f"write failed: {describe(exc)}")
-            return
-        self._stats["frames_sent"] += count
-        self._stats["bytes_sent"] += size + count * PREFIX_BYTES
 
     def _outbound_failed(self, peer: _Peer, reason: str) -> None:
         peer.close()
