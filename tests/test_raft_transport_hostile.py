@@ -205,6 +205,23 @@ def test_slow_bodies_and_silent_connections_are_cut_off() -> None:
     run(main())
 
 
+def test_silent_connections_from_one_source_cannot_crowd_out_the_others() -> None:
+    async def main() -> None:
+        async with Net() as net:
+            a, b = await net.node(1), await net.node(2)
+            crowd = [await Raw.connect(a.address, net.host(9)) for _ in range(16)]
+            with pytest.raises(asyncio.IncompleteReadError):  # no hello for the 17th
+                await Raw.connect(a.address, net.host(9))
+            other = await Raw.connect(a.address, net.host(8))  # another source still served
+            b.transport.send(append(2, 1))
+            await until(lambda: a.received, "a member's message")
+            for raw in [*crowd, other]:
+                raw.close()
+            assert a.transport.stats["denied"] == 1
+
+    run(main())
+
+
 @settings(max_examples=500)
 @given(st.binary(min_size=HEADER_BYTES, max_size=PREFIX_BYTES), st.integers(1100, 2**33))
 def test_the_header_parser_takes_any_bytes(prefix: bytes, limit: int) -> None:

@@ -43,7 +43,10 @@ log = logging.getLogger("tsconsensus.transport")
 READ_LIMIT = 1 << 20
 NEVER = float("inf")
 _LOG_INTERVAL_S = 60.0
-_MAX_PENDING_INBOUND = 64  # accepted but not yet authenticated by a first valid frame
+# Connections from one source accepted but not yet authenticated by a first valid frame. Per
+# source, so that someone on one member's machine (who has its address but not the key) cannot
+# crowd out the other members' reconnections.
+_MAX_PENDING_PER_SOURCE = 16
 
 STAT_KEYS = (
     "frames_sent",
@@ -180,7 +183,7 @@ class Receiver:
         self._authorize_timeout_s, self._frame_deadline_s = authorize_timeout_s, frame_deadline_s
         self._conns: set[_Inbound] = set()
         self._by_sender: dict[int, _Inbound] = {}
-        self._pending = 0
+        self._pending: dict[str, int] = {}
         self._server: asyncio.AbstractServer | None = None
         self._closed = False
 
@@ -250,19 +253,18 @@ class Receiver:
         finally:
             conn.abort()
             self._conns.discard(conn)
-            if conn.pending:
-                self._pending -= 1
+            self._unpend(conn)
             if self._by_sender.get(conn.sender) is conn:
                 del self._by_sender[conn.sender]
 
     async def _serve(self, conn: _Inbound) -> None:
         if self._closed or not conn.ip:
             return
-        if self._pending >= _MAX_PENDING_INBOUND:
+        if self._pending.get(conn.ip, 0) >= _MAX_PENDING_PER_SOURCE:
             self._deny(conn, "too many connections awaiting their first frame")
             return
         conn.pending = True
-        self._pending += 1
+        self._pending[conn.ip] = self._pending.get(conn.ip, 0) + 1
         try:
             allowed = await asyncio.wait_for(
                 self._authorize(conn.ip, conn.port), self._authorize_timeout_s
@@ -351,13 +353,20 @@ class Receiver:
 
     def _authenticated(self, conn: _Inbound, sender: int) -> None:
         conn.sender = sender
-        if conn.pending:
-            conn.pending = False
-            self._pending -= 1
+        self._unpend(conn)
         older = self._by_sender.get(sender)
         if older is not None and older is not conn:
             older.abort()  # the peer redialled: its old connection is dead or about to be
         self._by_sender[sender] = conn
+
+    def _unpend(self, conn: _Inbound) -> None:
+        if conn.pending:
+            conn.pending = False
+            left = self._pending[conn.ip] - 1
+            if left:
+                self._pending[conn.ip] = left
+            else:
+                del self._pending[conn.ip]
 
     def _deny(self, conn: _Inbound, why: str) -> None:
         self._stats["denied"] += 1
