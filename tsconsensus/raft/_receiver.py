@@ -2,8 +2,8 @@
 
 Order of checks on an inbound connection, none skipped:
 
-1. ``authorize(ip, port)`` at accept, with reading paused: until it says yes not a byte is
-   read from the socket (the kernel holds them); no means the connection is closed at once;
+1. ``authorize(ip, port)`` at accept: until it says yes the socket is registered with nothing
+   and not a byte is read from it (the kernel holds them); no means it is closed at once;
 2. per frame: the header (magic, version, kind, flags, sender, and the declared length against
    ``max_frame_bytes``) before a byte of the body is buffered; ``still_allowed(ip)``; then the
    body, against a deadline; then the MAC (:func:`hmac.compare_digest`); any failure so far
@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any
 
 from ..errors import DecodeError
 from .codec import decode_message
@@ -130,32 +131,37 @@ class Link:
             log.exception("transport callback %s raised", getattr(callback, "__name__", "?"))
 
 
-class _GatedProtocol(asyncio.StreamReaderProtocol):
-    """A stream protocol that does not read until told to: the peer is authorized first."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Called before the transport registers its reader: pausing here means no recv() at
-        # all until resume_reading().
-        if isinstance(transport, asyncio.ReadTransport):
-            transport.pause_reading()
-        super().connection_made(transport)
-
-
 class _Inbound:
-    __slots__ = ("deadline", "ip", "pending", "port", "reader", "sender", "task", "writer")
+    """One accepted connection: a bare socket, registered with nothing, until authorized."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        peer = writer.get_extra_info("peername")
-        self.ip: str = peer[0] if peer else ""
-        self.port: int = peer[1] if peer else 0
+    __slots__ = (
+        "deadline",
+        "ip",
+        "pending",
+        "port",
+        "reader",
+        "sender",
+        "sock",
+        "task",
+        "writer",
+    )
+
+    def __init__(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+        self.sock: socket.socket | None = sock
+        self.ip: str = address[0]
+        self.port: int = address[1]
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
         self.sender = 0  # pinned by the first authenticated frame
         self.deadline = NEVER
         self.pending = False
         self.task: asyncio.Task[None] | None = None
 
     def abort(self) -> None:
-        self.writer.transport.abort()
+        if self.writer is not None:
+            self.writer.transport.abort()
+        elif self.sock is not None:
+            self.sock.close()  # unread bytes in the kernel make this a reset
 
 
 class Receiver:
@@ -184,7 +190,8 @@ class Receiver:
         self._conns: set[_Inbound] = set()
         self._by_sender: dict[int, _Inbound] = {}
         self._pending: dict[str, int] = {}
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -192,36 +199,37 @@ class Receiver:
         return len(self._conns)
 
     async def listen(self, host: str, port: int) -> int:
-        """Listen on ``host:port``; the bound port. Raises :class:`OSError` naming the
-        address."""
-        loop = asyncio.get_running_loop()
-
-        def protocol() -> asyncio.StreamReaderProtocol:
-            reader = asyncio.StreamReader(limit=READ_LIMIT, loop=loop)
-            return _GatedProtocol(reader, self._accepted, loop=loop)
-
+        """Listen on ``host`` (an IP literal), ``port``; the bound port. Raises
+        :class:`OSError` naming the address."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self._server = await loop.create_server(protocol, host, port)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+            sock.setblocking(False)
         except OSError as exc:
+            sock.close()
             raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        return int(self._server.sockets[0].getsockname()[1])
+        self._listener = sock
+        self._accept_task = asyncio.get_running_loop().create_task(self._accept(sock))
+        return int(sock.getsockname()[1])
 
     def close(self) -> list[asyncio.Task[None]]:
         """Stop listening, abort every connection; the tasks to await (already cancelled)."""
         self._closed = True
-        if self._server is not None:
-            self._server.close()
         tasks = []
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            tasks.append(self._accept_task)
+        if self._listener is not None:
+            self._listener.close()
         for conn in self._conns:
             conn.abort()
             if conn.task is not None:
                 conn.task.cancel()
                 tasks.append(conn.task)
         return tasks
-
-    async def wait_closed(self) -> None:
-        if self._server is not None:
-            await self._server.wait_closed()
 
     def recheck(self) -> None:
         """Close every connection whose source no longer passes ``still_allowed``."""
@@ -237,14 +245,30 @@ class Receiver:
                 self._stats["timeouts"] += 1
                 self._close(conn, "frame did not arrive in time")
 
-    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Inbound(reader, writer)
-        conn.task = cast("asyncio.Task[None]", asyncio.current_task())
-        self._conns.add(conn)
+    async def _accept(self, listener: socket.socket) -> None:
+        # Accepting by hand, not through asyncio's servers: a socket that is not yet
+        # authorized is registered with nothing, so nothing can read from it.
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except (ConnectionAbortedError, InterruptedError):
+                continue  # the peer gave up before we got to it
+            except OSError as exc:  # out of descriptors or buffers: do not spin on it
+                suppressed = self._link.quiet.check(("accept", exc.errno))
+                if suppressed is not None:
+                    log.error("accepting transport connections failed: %s%s", exc, more(suppressed))
+                await asyncio.sleep(0.1)
+                continue
+            conn = _Inbound(sock, address)
+            conn.task = loop.create_task(self._accepted(conn))
+            self._conns.add(conn)
+
+    async def _accepted(self, conn: _Inbound) -> None:
         try:
             await self._serve(conn)
         except asyncio.CancelledError:
-            pass  # close(): end quietly (asyncio would log a cancelled handler as an error)
+            pass  # close(): end quietly
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the peer went away, mid-frame or not: nothing to report
         except Exception:
@@ -258,7 +282,7 @@ class Receiver:
                 del self._by_sender[conn.sender]
 
     async def _serve(self, conn: _Inbound) -> None:
-        if self._closed or not conn.ip:
+        if self._closed:
             return
         if self._pending.get(conn.ip, 0) >= _MAX_PENDING_PER_SOURCE:
             self._deny(conn, "too many connections awaiting their first frame")
@@ -279,15 +303,18 @@ class Receiver:
             self._deny(conn, why)
             return
         self._stats["connections_accepted"] += 1
+        sock, conn.sock = conn.sock, None  # from here on the stream transport owns it
+        assert sock is not None
+        conn.reader, conn.writer = await asyncio.open_connection(sock=sock, limit=READ_LIMIT)
         nonce = new_nonce()
         conn.writer.write(encode_hello(nonce))
-        cast(asyncio.ReadTransport, conn.writer.transport).resume_reading()
         conn.deadline = asyncio.get_running_loop().time() + self._frame_deadline_s
         await self._read_frames(conn, FrameMac(self._link.key, nonce))
 
     async def _read_frames(self, conn: _Inbound, mac: FrameMac) -> None:
         """Read, check and deliver frames until the connection must close (return) or the
         peer goes away (IncompleteReadError / ConnectionError)."""
+        assert conn.reader is not None
         read, ip, stats, link = conn.reader.readexactly, conn.ip, self._stats, self._link
         loop = asyncio.get_running_loop()
         max_frame, min_deadline = self._max_frame_bytes, self._frame_deadline_s

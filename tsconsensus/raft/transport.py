@@ -220,10 +220,6 @@ class Transport:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
-        try:
-            await asyncio.wait_for(self._receiver.wait_closed(), 5.0)
-        except asyncio.TimeoutError:
-            log.warning("listener on %s:%d did not close within 5 s", *self.address)
 
     def set_cluster_id(self, cluster_id: int) -> None:
         """From now on send with, and accept only, ``cluster_id``. Raises :class:`ValueError`
