@@ -132,6 +132,22 @@ def test_denied_source_is_closed_before_anything_is_read(caplog: pytest.LogCaptu
     assert len(refusals) == 1, "denials are logged once per source per interval"
 
 
+def test_authorize_that_fails_or_hangs_denies() -> None:
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node(1, connect_timeout_s=0.3)
+            net.authorize_error = True
+            raw = await Raw.connect(a.address, net.host(9), hello=False)
+            assert await raw.closed() < 1.0 and raw.got == b""
+            net.authorize_error = False
+            net.gate = asyncio.get_running_loop().create_future()  # never answers
+            raw = await Raw.connect(a.address, net.host(8), hello=False)
+            assert await raw.closed() < 1.5 and raw.got == b""
+            assert a.transport.stats["denied"] == 2 and a.transport.stats["errors"] == 0
+
+    run(main())
+
+
 def _kernel_rx_queue(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
     """Bytes the kernel holds unread for the socket ``local`` <- ``remote`` (/proc/net/tcp)."""
 

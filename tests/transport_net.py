@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -76,6 +76,8 @@ class Node:
 
     async def authorize(self, ip: str, port: int) -> bool:
         self.authorized.append((ip, port))
+        if self.net.authorize_error:
+            raise RuntimeError("tailscaled is not answering")
         gate = self.net.gate
         if gate is not None:
             await gate
@@ -100,6 +102,7 @@ class Net:
         self.addresses: dict[int, tuple[str, int]] = {}
         self.denied: set[str] = set()
         self.gate: asyncio.Future[None] | None = None  # authorize waits on it when set
+        self.authorize_error = False  # authorize raises when set
         self.nodes: list[Node] = []
 
     def host(self, n: int) -> str:
@@ -190,13 +193,3 @@ class Raw:
 
     def close(self) -> None:
         self.writer.transport.abort()
-
-
-async def gated(net: Net, action: Callable[[], Awaitable[T]]) -> T:
-    """Run ``action`` with every authorization held until it returns."""
-    net.gate = asyncio.get_running_loop().create_future()
-    try:
-        return await action()
-    finally:
-        net.gate.set_result(None)
-        net.gate = None

@@ -302,9 +302,10 @@ class Receiver:
         if allowed is not True:
             self._deny(conn, why)
             return
-        self._stats["connections_accepted"] += 1
         sock, conn.sock = conn.sock, None  # from here on the stream transport owns it
-        assert sock is not None
+        if self._closed or sock is None or sock.fileno() == -1:
+            return  # closed while authorize ran (stop, recheck)
+        self._stats["connections_accepted"] += 1
         conn.reader, conn.writer = await asyncio.open_connection(sock=sock, limit=READ_LIMIT)
         nonce = new_nonce()
         conn.writer.write(encode_hello(nonce))

@@ -267,12 +267,13 @@ class Transport:
     # -- sending -----------------------------------------------------------------------------
 
     def send(self, msg: Message) -> None:
-        """Queue ``msg`` for ``msg.to``. Never blocks, never raises; drops are counted."""
+        """Queue ``msg`` for ``msg.to``. Never blocks, never raises; drops are counted
+        (before :meth:`start` and after :meth:`stop` everything is dropped)."""
         try:
             body = encode_message(msg)
         except Exception:  # a message the codec cannot express is a bug upstream: report it
             self._stats["dropped_unroutable"] += 1
-            log.exception("cannot encode a message for %016x; dropped", msg.to)
+            log.exception("cannot encode a message for %r; dropped", getattr(msg, "to", "?"))
             return
         self._enqueue(msg.to, FrameKind.RAFT, body)
 
@@ -288,7 +289,12 @@ class Transport:
         if size > self._max_body:
             # the receiver would close the connection over it: refuse it here instead
             self._stats["dropped_too_large"] += 1
-            log.error("dropping a %d-byte frame for %016x: over max_frame_bytes", size, to)
+            suppressed = self._link.quiet.check(("too-large", to))
+            if suppressed is not None:
+                log.error(
+                    "dropped a %d-byte frame for %016x: over max_frame_bytes%s",
+                    *(size, to, more(suppressed)),
+                )
             return
         peer = self._peers.get(to)
         if peer is None:
