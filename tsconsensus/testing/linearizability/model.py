@@ -89,21 +89,19 @@ class KeyOp:
 def step(state: str, op: KeyOp) -> str | None:
     """The state after ``op`` from ``state``, or ``None`` when ``op``'s result rules it out.
 
-    An unknown-outcome op never fails. From :data:`ANYTHING` or :data:`NULLISH` the next state
-    may over-approximate (an unknown ``cas`` leads to :data:`ANYTHING`): that can only make a
-    window look linearizable, never invent a violation.
+    ``op`` has a known outcome: operations with an unknown one never go through the model one
+    at a time (the search treats them as tokens, see :mod:`.tokens`).
     """
+    assert op.known
     kind = op.kind
     if kind is Kind.GET:
-        return _observe(state, op.observed) if op.known else state
+        return _observe(state, op.observed)
     if kind is Kind.SET:
-        if op.known and _observe(state, op.observed) is None:
-            return None
-        return op.value
+        return None if _observe(state, op.observed) is None else op.value
     if kind is Kind.DELETE:
-        if op.known and state not in (ANYTHING, NULLISH) and (state != ABSENT) != op.flag:
-            return None
-        return ABSENT
+        if state in (ANYTHING, NULLISH) or (state != ABSENT) == op.flag:
+            return ABSENT
+        return None
     return _cas(state, op)
 
 
@@ -117,11 +115,11 @@ def _observe(state: str, seen: str) -> str | None:
 
 
 def _cas(state: str, op: KeyOp) -> str | None:
+    if op.flag and op.observed != op.value:
+        return None  # a successful cas reports the value it wrote
     if state == ANYTHING:
-        if not op.known:
-            return ANYTHING
         if op.flag:
-            return op.value if op.observed == op.value else None
+            return op.value
         if op.expected == ABSENT:
             # a failed cas on "absent" saw the key present, even when it held null
             return op.observed
@@ -129,18 +127,14 @@ def _cas(state: str, op: KeyOp) -> str | None:
     if state == NULLISH:
         if op.expected != ABSENT:
             # expected is a present value other than null (null means absent): it cannot match
-            return state if not op.known or (not op.flag and op.observed == _NULL) else None
-        if not op.known:
-            return ANYTHING
+            return None if op.flag or op.observed != _NULL else state
         # expected absent: it matched if and only if the key was absent rather than null
         if op.flag:
-            return op.value if op.observed == op.value else None
+            return op.value
         return _NULL if op.observed == _NULL else None
     matches = state == op.expected
-    if not op.known:
-        return op.value if matches else state
     if op.flag:
-        return op.value if matches and op.observed == op.value else None
+        return op.value if matches else None
     if matches:
         return None
     return state if _observe(state, op.observed) is not None else None
