@@ -1,64 +1,34 @@
-"""The linearizability checker: known histories, windows, budget, file format, CLI, properties."""
+"""The linearizability checker on known histories: verdicts, windows, budget, refusals, CLI."""
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import random
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from tsconsensus import Command, KeyValueMachine
-from tsconsensus.kv import json_equal
 from tsconsensus.testing import (
-    HistoryFormatError,
     Operation,
     UnsupportedOperationError,
     Verdict,
     check_history,
     format_result,
-    read_history,
     write_history,
 )
 from tsconsensus.testing.linearizability.__main__ import main
-from tsconsensus.testing.linearizability.model import ABSENT, ANYTHING, compile_operations
-from tsconsensus.testing.linearizability.search import Mode, _Search, is_linearizable
 
-# -- building histories -------------------------------------------------------------------------
+from .histories import cas, delete, done, generated_history, get, lost, pathological, put
 
 
-def done(client: str, name: str, args: Any, start: float, end: float, result: Any) -> Operation:
-    return Operation(client, name, args, start, end, result)
-
-
-def lost(client: str, name: str, args: Any, start: float, end: float | None = None) -> Operation:
-    """An operation whose outcome the client never learnt (timeout, connection lost)."""
-    return Operation(client, name, args, start, end, unknown=True)
-
-
-def get(c: str, key: str, s: float, e: float, value: Any) -> Operation:
-    return done(c, "get", {"key": key}, s, e, value)
-
-
-def put(c: str, key: str, value: Any, s: float, e: float, previous: Any) -> Operation:
-    return done(c, "set", {key: value}, s, e, {key: previous})
-
-
-def cas(c: str, key: str, old: Any, new: Any, s: float, e: float, ok: bool, now: Any) -> Operation:
-    args = {"key": key, "expected": old, "value": new}
-    return done(c, "cas", args, s, e, {"ok": ok, "value": now})
-
-
-def delete(c: str, key: str, s: float, e: float, existed: bool) -> Operation:
-    return done(c, "delete", {"key": key}, s, e, existed)
+def args_of(op: Operation) -> dict[str, Any]:
+    assert isinstance(op.args, dict)
+    return op.args
 
 
 def verdict(ops: Sequence[Operation]) -> Verdict:
@@ -324,30 +294,28 @@ def test_only_the_failing_key_is_blamed() -> None:
 
 
 def test_a_window_is_small_in_a_long_history() -> None:
-    ops = generated_history(random.Random(7), n=1500, keys=3, clients=8)
-    target = next(i for i in range(len(ops) - 1, 0, -1) if ops[i].op == "get" and ops[i].result)
-    ops[target] = done(
-        ops[target].client, "get", ops[target].args, ops[target].start, ops[target].end, "never"
+    ops = sorted(
+        generated_history(random.Random(7), n=1500, keys=3, clients=8, unique=True),
+        key=lambda op: op.start,
     )
+    # a late read made stale: it returns a value that an acknowledged set overwrote long before
+    reader = next(i for i in range(len(ops) - 1, 0, -1) if ops[i].op == "get")
+    key = args_of(ops[reader])["key"]
+    old = [
+        op for op in ops[: reader - 100] if op.op == "set" and key in args_of(op) and not op.unknown
+    ][-2]
+    ops[reader] = replace(ops[reader], result=args_of(old)[key])
     result = check_history(ops, timeout_s=30, window_timeout_s=30)
     assert result.verdict is Verdict.VIOLATION
     [window] = result.windows
-    assert window.culprit == ops[target]
-    assert window.minimal and len(window.operations) <= 3
+    assert window.culprit == ops[reader]
+    assert window.minimal and window.independent_of_past
+    assert 2 <= len(window.operations) <= 4, format_result(result)
+    assert window.operations[-1] == ops[reader]
+    assert all(op.start > old.start for op in window.operations)  # a later write, not the old one
 
 
 # -- the budget ---------------------------------------------------------------------------------
-
-
-def pathological(n: int = 22) -> list[Operation]:
-    """All concurrent: unknown writes of 1..n, reads of each, and a read nothing explains.
-
-    Any order of the reads is possible, so the search meets 2**n sets of them before it can
-    conclude that the last read, of a value written only after it returned, fits in none.
-    """
-    ops = [lost(f"w{i}", "set", {"k": i}, 0) for i in range(1, n + 1)]
-    ops += [get(f"r{i}", "k", 0, 100, i) for i in range(1, n + 1)]
-    return [*ops, get("z", "k", 0, 100, "late"), lost("l", "set", {"k": "late"}, 200)]
 
 
 def test_running_out_of_time_is_a_timeout_not_a_pass() -> None:
@@ -386,78 +354,6 @@ def test_a_violation_elsewhere_outranks_a_timeout() -> None:
 def test_unsupported_operations_are_refused(operation: Operation, message: str) -> None:
     with pytest.raises(UnsupportedOperationError, match=message):
         check_history([put("a", "k", 1, 0, 1, None), operation])
-
-
-def test_operation_records_are_checked() -> None:
-    with pytest.raises(ValueError, match="end time"):
-        Operation("a", "get", {"key": "k"}, 0, None)
-    with pytest.raises(ValueError, match="before start"):
-        Operation("a", "get", {"key": "k"}, 5, 4, 1)
-    with pytest.raises(ValueError, match="no result"):
-        Operation("a", "get", {"key": "k"}, 0, None, 1, unknown=True)
-    with pytest.raises(ValueError, match="number"):
-        Operation("a", "get", {"key": "k"}, True, 2, 1)
-
-
-# -- history files ------------------------------------------------------------------------------
-
-
-def test_history_file_round_trip(tmp_path: Path) -> None:
-    ops = [
-        put("a", "k", {"nested": [1, None]}, 0.25, 1.5, None),
-        lost(3, "cas", {"key": "k", "expected": None, "value": 2}, 2, 9.0),
-        Operation("b", "get", {"key": "k"}, 10, 11, "é", request_id="r-1"),
-        lost("c", "delete", {"key": "k"}, 12),
-    ]
-    path = tmp_path / "h.jsonl"
-    write_history(path, ops)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert json.loads(lines[0]) == {"format": "tsconsensus.history", "version": 1}
-    assert json.loads(lines[2]) == {
-        "client": 3,
-        "op": "cas",
-        "args": {"key": "k", "expected": None, "value": 2},
-        "start": 2,
-        "end": 9.0,
-        "unknown": True,
-    }
-    assert read_history(path) == ops
-    buffer = io.StringIO()
-    write_history(buffer, ops)
-    assert read_history(io.StringIO(buffer.getvalue())) == ops
-
-
-@pytest.mark.parametrize(
-    ("line", "message"),
-    [
-        ("{not json", "line 2: not JSON"),
-        ("[1]", "line 2: an operation must be a JSON object"),
-        ('{"client": "a", "op": "get", "args": {"key": "k"}, "start": 0, "end": 1}', "result"),
-        (
-            '{"client": "a", "op": "get", "args": {}, "start": 0, "unknown": true, "result": 1}',
-            "must not have a result",
-        ),
-        ('{"client": "a", "op": "get", "args": {}, "start": "0", "end": 1, "result": 1}', "start"),
-        (
-            '{"client": "a", "op": "get", "args": {}, "start": 0, "end": 1, "result": 1, "x": 0}',
-            "unknown field",
-        ),
-        ('{"format": "tsconsensus.history", "version": 2}', "unsupported history format"),
-    ],
-)
-def test_malformed_history_lines_are_named(tmp_path: Path, line: str, message: str) -> None:
-    path = tmp_path / "bad.jsonl"
-    good = '{"client": "a", "op": "get", "args": {"key": "k"}, "start": 0, "end": 1, "result": 1}'
-    path.write_text(good + "\n" + line + "\n", encoding="utf-8")
-    with pytest.raises(HistoryFormatError, match=message):
-        read_history(path)
-
-
-def test_a_history_that_is_not_utf8_is_a_format_error(tmp_path: Path) -> None:
-    path = tmp_path / "bad.jsonl"
-    path.write_bytes(b'{"client": "\xff"}\n')
-    with pytest.raises(HistoryFormatError, match="UTF-8"):
-        read_history(path)
 
 
 # -- the command line ---------------------------------------------------------------------------
@@ -509,204 +405,3 @@ def test_cli_runs_as_a_module(tmp_path: Path) -> None:
     assert ran.returncode == 1, ran.stderr
     assert "verdict: violation" in ran.stdout
     assert ran.stderr == ""
-
-
-# -- generated histories ------------------------------------------------------------------------
-
-
-def generated_history(
-    rng: random.Random,
-    n: int,
-    keys: int,
-    clients: int,
-    unknown_rate: float = 0.0,
-    unique: bool = False,
-) -> list[Operation]:
-    """A history of a real sequential execution, given concurrency windows around it.
-
-    Operation i takes effect at instant i on a real :class:`KeyValueMachine`; its client called
-    it at some time after that client's previous return and got the answer before the client's
-    next call, so every interval contains its linearization point. Some outcomes are made
-    unknown; some unknown operations never took effect at all. Values written are small integers
-    (many repeats), or with ``unique`` each write's own number, as a fault runner would choose.
-    """
-    written: dict[str, list[int]] = {}
-    plans: list[tuple[int, str, Any]] = []  # (client, op, args), operation i at instant i
-    for i in range(n):
-        key = f"k{rng.randrange(keys)}"
-        name = rng.choice(["get", "get", "set", "cas", "delete"])
-        value = i if unique else rng.randrange(4)
-        if name in ("set", "cas"):
-            written.setdefault(key, []).append(value)
-        expected = rng.choice([None, *written.get(key, [0, 1, 2, 3])[-3:]])
-        args: Any = {
-            "get": {"key": key},
-            "delete": {"key": key},
-            "set": {key: value},
-            "cas": {"key": key, "expected": expected, "value": value},
-        }[name]
-        plans.append((rng.randrange(clients), name, args))
-    times: list[tuple[float, float]] = [(0.0, 0.0)] * n
-    last: dict[int, tuple[int, float]] = {}  # client -> (its previous instant, its return)
-    for i, (client, _, _) in enumerate(plans):
-        previous, free = last.get(client, (-1, -1.0))
-        if previous >= 0:
-            # the previous op returns before this one is called, both around their instants
-            end = previous + rng.random() * (i - previous)
-            times[previous] = (times[previous][0], end)
-            free = end
-        times[i] = (i - rng.random() * (i - free), i + 3 * rng.random())
-        last[client] = (i, times[i][0])
-    machine = KeyValueMachine()
-    history = []
-    for (client_number, name, args), (start, end) in zip(plans, times, strict=True):
-        client = f"c{client_number}"
-        if rng.random() < unknown_rate / 3:  # never took effect
-            history.append(lost(client, name, args, start))
-            continue
-        result = machine.apply(Command(name, args))
-        if rng.random() < unknown_rate:
-            history.append(lost(client, name, args, start, end))
-        else:
-            history.append(done(client, name, args, start, end, result))
-    rng.shuffle(history)
-    return history
-
-
-def test_generated_histories_of_thousands_of_operations_pass() -> None:
-    ops = generated_history(random.Random(1), n=3000, keys=5, clients=10, unknown_rate=0.02)
-    result = check_history(ops, timeout_s=60)
-    assert result.verdict is Verdict.OK, format_result(result)
-    assert sum(k.operations for k in result.keys) > 2500
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    n=st.integers(1, 120),
-    keys=st.integers(1, 3),
-    clients=st.integers(1, 8),
-    unknown_rate=st.sampled_from([0.0, 0.1, 0.3]),
-)
-def test_property_real_executions_are_linearizable_and_invented_reads_are_not(
-    seed: int, n: int, keys: int, clients: int, unknown_rate: float
-) -> None:
-    rng = random.Random(seed)
-    ops = generated_history(rng, n, keys, clients, unknown_rate)
-    result = check_history(ops, timeout_s=30)
-    assert result.verdict is Verdict.OK, format_result(result)
-
-    reads = [i for i, op in enumerate(ops) if op.op == "get" and not op.unknown]
-    if not reads:
-        return
-    i = rng.choice(reads)
-    ops[i] = done(ops[i].client, "get", ops[i].args, ops[i].start, ops[i].end, "never written")
-    broken = check_history(ops, timeout_s=30, window_timeout_s=30)
-    assert broken.verdict is Verdict.VIOLATION
-    [window] = broken.windows
-    assert window.culprit == ops[i]
-
-
-# -- the search against an exhaustive reference ----------------------------------------------------
-
-_VALUES = [None, 1, 2]
-_STARTS = [ABSENT, None, 1, 2, "other"]  # every initial value that can matter, and absent
-
-
-@st.composite
-def small_histories(draw: st.DrawFn, most: int = 9) -> list[Operation]:
-    """A few operations on one key with arbitrary (often impossible) results and clashes."""
-    ops = []
-    for n in range(draw(st.integers(1, most))):
-        start = draw(st.integers(0, 8))
-        end = start + draw(st.integers(0, 4))
-        name = draw(st.sampled_from(["get", "set", "cas", "delete"]))
-        args: Any = {"key": "k"}
-        if name == "set":
-            args = {"k": draw(st.sampled_from(_VALUES))}
-        elif name == "cas":
-            args = {
-                "key": "k",
-                "expected": draw(st.sampled_from(_VALUES)),
-                "value": draw(st.sampled_from(_VALUES[1:])),
-            }
-        if draw(st.integers(0, 2)) == 0:
-            ops.append(lost(f"c{n}", name, args, start))
-            continue
-        result: Any = {
-            "get": draw(st.sampled_from(_VALUES)),
-            "set": {"k": draw(st.sampled_from(_VALUES))},
-            "cas": {"ok": draw(st.booleans()), "value": draw(st.sampled_from(_VALUES))},
-            "delete": draw(st.booleans()),
-        }[name]
-        ops.append(done(f"c{n}", name, args, start, end, result))
-    return ops
-
-
-def reference(ops: Sequence[Operation], initial: Any) -> bool:
-    """Linearizability by exhaustive search over (operations taken, key state), on the real machine.
-
-    An operation may go next once every operation that returned before its call has gone; one
-    with an unknown outcome may also never go. ``initial`` is the key's starting value, or
-    ``ABSENT``. Exponential, and obviously right.
-    """
-    must_follow = [
-        sum(
-            1 << j
-            for j, b in enumerate(ops)
-            if not b.unknown and b.end is not None and b.end < a.start
-        )
-        for a in ops
-    ]
-    known = sum(1 << i for i, op in enumerate(ops) if not op.unknown)
-    start = b"{}" if initial is ABSENT else json.dumps({"k": initial}).encode()
-    seen: set[tuple[int, bytes]] = set()
-    todo = [(0, start)]
-    while todo:
-        taken, snapshot = todo.pop()
-        if taken & known == known:
-            return True
-        for i, op in enumerate(ops):
-            if taken >> i & 1 or must_follow[i] & ~taken:
-                continue
-            machine = KeyValueMachine()
-            machine.restore(snapshot)
-            result = machine.apply(Command(op.op, op.args))
-            if not op.unknown and not json_equal(result, op.result):
-                continue
-            after = (taken | 1 << i, machine.snapshot())
-            if after not in seen:
-                seen.add(after)
-                todo.append(after)
-    return False
-
-
-@settings(max_examples=600, deadline=None)
-@given(small_histories())
-def test_property_search_agrees_with_the_reference(ops: list[Operation]) -> None:
-    [compiled] = compile_operations(ops).values() or [[]]
-    expected = reference(ops, ABSENT)
-    for mode in Mode:
-        answer = _Search(compiled, mode, math.inf).run(ABSENT)
-        if mode is Mode.EXACT:
-            assert answer is expected
-        elif not expected:
-            # the looser modes may only err towards "linearizable", and say when they might
-            search = _Search(compiled, mode, math.inf)
-            assert search.run(ABSENT) is False or search.reused
-    assert is_linearizable(compiled, ABSENT) is expected
-    assert (check_history(ops).verdict is Verdict.OK) is expected
-
-    # from "anything": exact unless an unknown cas forces an over-approximation
-    from_any = is_linearizable(compiled, ANYTHING)
-    if any(reference(ops, start) for start in _STARTS):
-        assert from_any is True
-    elif not any(op.unknown and op.op == "cas" for op in ops):
-        assert from_any is False
-
-    if not expected:
-        [window] = check_history(ops, window_timeout_s=10).windows
-        assert window.culprit in window.operations
-        assert not reference(window.operations, ABSENT)
-        if window.independent_of_past:
-            assert not any(reference(window.operations, start) for start in _STARTS)
