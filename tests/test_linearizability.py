@@ -247,6 +247,19 @@ def test_a_delete_that_found_the_key_may_be_explained_by_an_unknown_write() -> N
     assert verdict([*ops, delete("d", "k", 5, 6, True)]) is Verdict.VIOLATION
 
 
+def test_a_long_chain_of_unknown_cas_operations() -> None:
+    # a counter bumped by cas whose every answer was lost: each read may be explained by a chain
+    # of all the bumps before it, each taking effect once
+    n = 1500
+    bumps = [
+        lost(f"c{i}", "cas", {"key": "k", "expected": i, "value": i + 1}, 2 + i) for i in range(n)
+    ]
+    reads = [get("r", "k", n + 5 + i, n + 6 + i, v) for i, v in enumerate([n // 3, n // 2, n])]
+    ops = [put("a", "k", 0, 0, 1, None), *bumps, *reads]
+    assert verdict(ops) is Verdict.OK
+    assert verdict([*ops, get("r", "k", n + 10, n + 11, n // 2)]) is Verdict.VIOLATION
+
+
 def test_a_value_nobody_wrote_is_found_without_searching() -> None:
     # the concurrent reads alone would take the search 2**22 steps
     ops = [*pathological()[:-2], get("z", "k", 0, 100, "nobody wrote this")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..history import Operation, operation_to_dict
@@ -52,26 +52,31 @@ def format_window(window: Window) -> str:
         )
         + ("" if window.minimal else "; not minimal: the window search ran out of time"),
     ]
-    rows = [_row(op, culprit=op is window.culprit) for op in window.operations]
+    when = _clock([*window.operations, *window.unknown])
+    rows = [_row(op, when, culprit=op is window.culprit) for op in window.operations]
     lines.extend(_table(["", "start", "end", "client", "op", "args", "result"], rows))
     if window.unknown:
         lines.append("  with these writes of unknown outcome allowed to take effect or not:")
-        rows = [_row(op, culprit=False, pending=True) for op in window.unknown]
+        rows = [_row(op, when, culprit=False, pending=True) for op in window.unknown]
         lines.extend(_table(["", "start", "end", "client", "op", "args", "result"], rows))
     return "\n".join(lines)
 
 
-def _row(op: Operation, *, culprit: bool, pending: bool = False) -> list[str]:
+def _row(
+    op: Operation, when: Callable[[float], str], *, culprit: bool, pending: bool = False
+) -> list[str]:
     if op.unknown:
         outcome = "? (unknown)"
-    elif pending:
-        outcome = f"? (returned {_json(op.result)} after the culprit)"
+        # an unknown outcome may land after the client gave up: its end bounds nothing
+        end = "-" if op.end is None else f"gave up {when(op.end)}"
     else:
-        outcome = _json(op.result)
-    end = "-" if op.end is None else _time(op.end)
+        outcome = (
+            f"? (returned {_json(op.result)} after the culprit)" if pending else _json(op.result)
+        )
+        end = when(op.end) if op.end is not None else "-"
     return [
         "*" if culprit else "",
-        _time(op.start),
+        when(op.start),
         end,
         str(op.client),
         op.op,
@@ -80,8 +85,12 @@ def _row(op: Operation, *, culprit: bool, pending: bool = False) -> list[str]:
     ]
 
 
-def _time(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:.6f}"
+def _clock(ops: Sequence[Operation]) -> Callable[[float], str]:
+    """One format for every time in a table: integers when the clock gave integers."""
+    times = [t for op in ops for t in (op.start, op.end) if t is not None]
+    if all(isinstance(t, int) or float(t).is_integer() for t in times):
+        return lambda t: str(int(t))
+    return lambda t: f"{t:.6f}"
 
 
 def _json(value: Any) -> str:

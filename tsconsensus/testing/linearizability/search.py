@@ -151,37 +151,40 @@ class _Search:
                 again = token
         return again
 
-    def _chains(
-        self, target: str, state: str, frontier: int, spent: int, visited: frozenset[str]
-    ) -> Iterator[int]:
-        """Token sets of the chains that lead from ``state`` to ``target`` (relaxed: one)."""
+    def _chains(self, target: str, state: str, frontier: int, spent: int) -> Iterator[int]:
+        """Token sets of the chains that lead from ``state`` to ``target`` (relaxed: one).
+
+        Depth first from the end of the chain backwards, with an explicit stack: a chain of
+        ``cas`` tokens can be as long as the history.
+        """
         tokens = self.tokens
         if target == PRESENT:
             yield from self._presence(frontier, spent)
             return
-        token = self._first(
-            tokens.deletes if target == ABSENT else tokens.sets.get(target), frontier, spent
-        )
-        if token is not None:
-            yield token.bit
-            if self.relaxed:
-                return
-        for expected, group in tokens.cas_to.get(target, {}).items():
-            if expected in visited:
-                continue  # a chain through the same state twice has a useless loop in it
-            token = self._first(group, frontier, spent)
-            if token is None:
-                continue
-            if covers(state, expected):
-                yield token.bit
+        # (state the chain must reach, tokens of the links after it, states those links visit)
+        stack: list[tuple[str, int, frozenset[str]]] = [(target, 0, frozenset())]
+        while stack:
+            wanted, later, visited = stack.pop()
+            taken = spent | later
+            token = self._first(
+                tokens.deletes if wanted == ABSENT else tokens.sets.get(wanted), frontier, taken
+            )
+            if token is not None:
+                yield token.bit | later
                 if self.relaxed:
                     return
-                continue
-            before = visited | {target}
-            for bits in self._chains(expected, state, frontier, spent | token.bit, before):
-                yield bits | token.bit
-                if self.relaxed:
-                    return
+            for expected, group in tokens.cas_to.get(wanted, {}).items():
+                if expected == wanted or expected in visited:
+                    continue  # a chain through the same state twice has a useless loop in it
+                token = self._first(group, frontier, taken)
+                if token is None:
+                    continue
+                if covers(state, expected):
+                    yield token.bit | later
+                    if self.relaxed:
+                        return
+                    continue
+                stack.append((expected, later | token.bit, visited | {wanted}))
 
     def _presence(self, frontier: int, spent: int) -> Iterator[int]:
         """Tokens that make an absent key present, for a ``delete`` that found it.
@@ -244,7 +247,7 @@ class _Search:
                 after = ABSENT if target == PRESENT else step(target, op)
                 if after is None:
                     continue
-                for bits in self._chains(target, state, frontier, spent, frozenset()):
+                for bits in self._chains(target, state, frontier, spent):
                     yield call, after, bits
 
     def run(self, initial: str) -> bool | None:
