@@ -154,6 +154,10 @@ def compile_operations(operations: Iterable[Operation]) -> dict[str, list[KeyOp]
             raise UnsupportedOperationError(
                 f"operation {index} ({operation.describe()}): {exc}"
             ) from None
+        except RecursionError:
+            raise UnsupportedOperationError(
+                f"operation {index}: a value nested too deeply to compare"
+            ) from None
         if op.kind is Kind.GET and not op.known:
             continue
         by_key.setdefault(key, []).append(op)
