@@ -17,7 +17,10 @@ app = typer.Typer(help="Move Raft leadership between members.", no_args_is_help=
 @handles_errors
 def transfer(
     to: str = typer.Option(
-        None, "--to", help="Member id (host:raft_port) to lead; default: the most caught-up."
+        None,
+        "--to",
+        help="Member to lead: its id, or its Raft address host:port; default: the most "
+        "caught-up.",
     ),
     config: Path = ConfigOpt,
     address: str = CommandAddressOpt,

@@ -90,19 +90,28 @@ def members_list(
 @members_app.command("remove", epilog=EPILOG)
 @handles_errors
 def members_remove(
-    member: str = typer.Argument(..., help="The member's id, host:raft_port."),
+    member: str = typer.Argument(
+        ..., help="The member: its id (16 hex digits, see tsc status) or its host:raft_port."
+    ),
     config: Path = ConfigOpt,
     address: str = CommandAddressOpt,
     timeout: float = timeout_opt(15.0, "Seconds to wait for the change."),
 ) -> None:
     """Remove a member from the Raft configuration (forwarded to the leader).
 
-    Exit code 1 if MEMBER is not a member (nothing is changed).
-    Example: tsc members remove 100.64.0.7:6270 --config node1.toml
+    Use it to replace a dead node: remove its old id, wipe its state directory and start it
+    again (it joins as a new member). Exit code 1 if MEMBER is not a member (nothing changes).
+    Example: tsc members remove 9f86d081884c7d65 --config node1.toml
     """
+    if not _is_member_id(member):
+        member = str(tsc.NodeAddress.parse(member))  # an address, spelled canonically
     with command_client(config, address, timeout) as client:
-        members = client.remove_member(str(tsc.NodeAddress.parse(member)))
+        members = client.remove_member(member)
     emit_line(f"removed {member}; members now: {', '.join(members)}")
+
+
+def _is_member_id(text: str) -> bool:
+    return len(text) == 16 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def register(app: typer.Typer) -> None:

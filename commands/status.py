@@ -29,10 +29,11 @@ def gather(first: str, source: str | None, monitor_port: int, timeout: float) ->
     with tsc.NodeClient(first, timeout=timeout, source_address=source) as client:
         seed = client.status()
     ids = [m["id"] for m in seed["members"]]
+    hosts = {m["id"]: m.get("address") or _host(m["id"]) for m in seed["members"]}
 
     def ask(node_id: str) -> dict[str, Any]:
         try:
-            address = str(tsc.NodeAddress.parse(node_id).with_port(monitor_port))
+            address = str(tsc.NodeAddress(hosts[node_id], monitor_port))
             with tsc.NodeClient(address, timeout=timeout, source_address=source) as c:
                 return {"id": node_id, "reachable": True, "status": c.status()}
         except tsc.TsconsensusError as exc:
@@ -48,7 +49,7 @@ def gather(first: str, source: str | None, monitor_port: int, timeout: float) ->
     nodes = []
     for answer in answers:
         node_id = answer["id"]
-        row: dict[str, Any] = {"id": node_id, "address": _host(node_id)}
+        row: dict[str, Any] = {"id": node_id, "address": hosts[node_id]}
         if not answer["reachable"]:
             row.update(reachable=False, error=answer["error"])
         else:

@@ -1,6 +1,8 @@
 """A replicated counter: three nodes in one process, on a static tailnet of loopback addresses."""
 
 import json
+import secrets
+import tempfile
 
 import tsconsensus as tsc
 
@@ -26,10 +28,16 @@ class Counter:
 
 def main(base: str = "127.0.0") -> None:
     peers = [tsc.StaticPeer(f"{base}.{i}", tags=("tag:counter",)) for i in (1, 2, 3)]
+    secret = secrets.token_hex(16)  # the same on every node: it keys every Raft frame's MAC
+    state = tempfile.TemporaryDirectory()  # each node keeps its log and snapshots in a directory
     nodes = []
-    for peer in peers:
+    for i, peer in enumerate(peers, 1):
+        config = tsc.Config(
+            cluster=tsc.ClusterConfig(tag="tag:counter", secret=secret),
+            storage=tsc.StorageConfig(state_dir=f"{state.name}/node{i}"),
+        )
         tailnet = tsc.StaticTailnet(peer.address, peers)
-        nodes.append(tsc.start(tailnet, Counter(), "tag:counter", tsc.Config.default()))
+        nodes.append(tsc.start(tailnet, Counter(), "tag:counter", config))
     try:
         nodes[0].wait_for_leader(timeout=15)
         for node in nodes:  # any node may execute: followers forward to the leader
@@ -40,6 +48,7 @@ def main(base: str = "127.0.0") -> None:
     finally:
         for node in nodes:
             node.stop()
+        state.cleanup()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,7 @@ class Hosts:
         self.switch = f"{self.prefix}-sw"
         self.addresses = [f"100.64.0.{k + 1}" for k in range(count)]
         self.ports = PortsConfig()
+        self.secret = secrets.token_hex(16)
         self.tailnet = EmulatedTailnet(
             [EmulatedNode(self.hostname(k), [self.addresses[k]], [tag]) for k in range(count)]
         )
@@ -124,7 +126,9 @@ class Hosts:
         config = Config.from_toml("")
         config = dataclasses.replace(
             config,
-            cluster=dataclasses.replace(config.cluster, tag=self.tag, **cluster),
+            cluster=dataclasses.replace(
+                config.cluster, tag=self.tag, secret=self.secret, **cluster
+            ),
             raft=dataclasses.replace(config.raft, **self.raft),
             storage=dataclasses.replace(
                 config.storage, state_dir=str(self.directory / f"{self.hostname(k)}-state")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -130,13 +131,15 @@ def test_dev_cluster_on_an_emulated_tailnet_reacts_to_tags(tmp_path: Path) -> No
             [*tsc, *args], capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL
         )
 
+    base = unique_loopback_base()
+    node3_address = str(ipaddress.ip_address(base) + 2)
     up = run(
         "dev",
         "up",
         "--dir",
         str(directory),
         "--base-address",
-        unique_loopback_base(),
+        base,
         "--tailnet",
         "emulated",
         "--in-memory",
@@ -148,9 +151,7 @@ def test_dev_cluster_on_an_emulated_tailnet_reacts_to_tags(tmp_path: Path) -> No
 
         def node3_connected() -> bool | None:
             view = json.loads(run("status", "--config", node1, "--json").stdout)
-            node3 = next(
-                n for n in view["nodes"] if n["id"].startswith(view["nodes"][2]["address"])
-            )
+            node3 = next(n for n in view["nodes"] if n["address"] == node3_address)
             return node3.get("connected") if view["leader"] != node3["id"] else True
 
         assert run("dev", "tag", "node3", "--dir", str(directory)).returncode == 0  # untag

@@ -18,6 +18,15 @@ from .conftest import FAST_RAFT, unique_loopback_base
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _config(**sections: object) -> tsc.Config:
+    """A node config of these tests: nothing kept on disk, one secret for the whole cluster."""
+    return tsc.Config(
+        cluster=tsc.ClusterConfig(tag="tag:t", secret="library-tests"),
+        storage=tsc.StorageConfig(state_dir=":memory:"),
+        **sections,  # type: ignore[arg-type]
+    )
+
+
 def test_the_readme_example_runs_and_is_the_example_file() -> None:
     example = (ROOT / "examples" / "counter.py").read_text()
     readme = (ROOT / "README.md").read_text()
@@ -42,7 +51,7 @@ def test_the_readme_example_runs_and_is_the_example_file() -> None:
 
 def _cluster(base: str, machines: list[tsc.StateMachine], **cfg: object) -> list[tsc.Consensus]:
     peers = [tsc.StaticPeer(f"{base}.{i + 1}", tags=("tag:t",)) for i in range(len(machines))]
-    config = tsc.Config(raft=tsc.RaftConfig(**FAST_RAFT), **cfg)  # type: ignore[arg-type]
+    config = _config(raft=tsc.RaftConfig(**FAST_RAFT), **cfg)  # type: ignore[arg-type]
     nodes = []
     try:
         for peer, machine in zip(peers, machines, strict=True):
@@ -85,7 +94,7 @@ def test_a_node_without_the_tag_cannot_start() -> None:
     base = unique_loopback_base().rsplit(".", 1)[0]
     peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:other",))]
     with pytest.raises(tsc.NotTaggedError, match="does not carry the cluster tag tag:t"):
-        tsc.start(tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t")
+        tsc.start(tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t", _config())
 
 
 def test_a_port_in_use_is_a_clear_error() -> None:
@@ -97,16 +106,22 @@ def test_a_port_in_use_is_a_clear_error() -> None:
         blocker.bind((f"{base}.1", 6271))
         blocker.listen()
         with pytest.raises(tsc.TsconsensusError, match=r"cannot listen on .*6271"):
-            tsc.start(tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t")
+            tsc.start(
+                tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t", _config()
+            )
     # nothing was left bound: the same node starts now
-    node = tsc.start(tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t")
+    node = tsc.start(
+        tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t", _config()
+    )
     node.stop()
 
 
 def test_bad_arguments_raise_before_anything_is_committed() -> None:
     base = unique_loopback_base().rsplit(".", 1)[0]
     peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
-    node = tsc.start(tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t")
+    node = tsc.start(
+        tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t", _config()
+    )
     try:
         node.wait_for_leader(10)
         with pytest.raises(tsc.InvalidCommandError):
@@ -130,7 +145,7 @@ def test_an_apply_that_executes_a_command_fails_fast_instead_of_deadlocking() ->
     base = unique_loopback_base().rsplit(".", 1)[0]
     peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
     machine = Reentrant()
-    node = tsc.start(tsc.StaticTailnet(f"{base}.1", peers), machine, "tag:t")
+    node = tsc.start(tsc.StaticTailnet(f"{base}.1", peers), machine, "tag:t", _config())
     machine.node = node
     try:
         node.wait_for_leader(10)
@@ -152,9 +167,7 @@ def test_a_failing_snapshot_pauses_compaction_but_not_the_cluster() -> None:
     peers = [tsc.StaticPeer(f"{base}.{i}", tags=("tag:t",)) for i in (1, 2, 3)]
     raft = tsc.RaftConfig(**{**FAST_RAFT, "compaction_min_entries": 10})  # type: ignore[arg-type]
     nodes = [
-        tsc.start(
-            tsc.StaticTailnet(p.address, peers), NoSnapshots(), "tag:t", tsc.Config(raft=raft)
-        )
+        tsc.start(tsc.StaticTailnet(p.address, peers), NoSnapshots(), "tag:t", _config(raft=raft))
         for p in peers
     ]
     try:

@@ -41,7 +41,7 @@ def test_status_table_and_json_through_the_real_binary(make_cluster: Make) -> No
     cfg = str(cluster.config_path(1))
     table = tsc("status", "--config", cfg)
     assert table.returncode == 0, table.stderr
-    ids = [f"{a}:{cluster.ports.raft}" for a in cluster.addresses]
+    ids = [cluster.node_id(i) for i in range(3)]
     for node_id in ids:
         assert node_id in table.stdout
     assert table.stdout.count("★ leader") == 1
@@ -89,11 +89,12 @@ def test_watch_shows_a_leader_change_in_a_terminal(make_cluster: Make) -> None:
         timeout=20,
         dimensions=(40, 160),
     )
+    ids = [cluster.node_id(i) for i in range(3)]
     try:
-        old_id = f"{cluster.addresses[old]}:{cluster.ports.raft}"
+        old_id = ids[old]
         child.expect_exact(f"leader {old_id}")
         cluster.stop_node(old, kill=True)
-        others = [f"{cluster.addresses[i]}:{cluster.ports.raft}" for i in range(3) if i != old]
+        others = [ids[i] for i in range(3) if i != old]
         child.expect([f"leader {others[0]}", f"leader {others[1]}"], timeout=15)
         child.sendintr()
         child.expect(pexpect.EOF, timeout=10)

@@ -1,8 +1,11 @@
 """Starting a node on the project's own Raft engine (``raft.engine = "native"``).
 
-The order matters: the node's HTTP ports open first (so peers can ask who it is while it
-decides), then :func:`~tsconsensus.native_start.decide_start` restarts, joins or founds, then
-the engine starts on the node's loop and takes over the ports.
+The order matters: the node's storage and HTTP ports open first, synchronously (so a locked
+state directory or a port in use is an error of :func:`tsconsensus.start` itself, and peers can
+ask who this node is while it decides); then, in the background, :func:`~tsconsensus.
+native_start.decide_start` restarts, joins or founds (founders wait for each other, so nodes of
+one process can be started one after the other) and the engine starts on the node's loop.
+``Consensus.started`` tells when that is done, or why it failed.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import functools
 import logging
 import os
 import random
+import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -124,6 +129,8 @@ def build_engine(
     applier: LogApplier,
     peer_clients: PeerClients,
     metrics: Metrics,
+    stopping: threading.Event,
+    on_fatal: Callable[[BaseException], None],
 ) -> tuple[EngineNode, TagCache]:
     """Decide how this node starts (restart, join, found) and build its engine, not started."""
     raft_address = NodeAddress(me.address, config.ports.raft)
@@ -159,6 +166,7 @@ def build_engine(
         follow_only=config.cluster.follow_only,
         timeout_s=config.cluster.join_timeout_s,
         addresses=hints,
+        sleep=lambda seconds: _sleep_unless(stopping, seconds),
     )
 
     settings, tick_s = core_config(config, storage.member_id, storage.cluster_id)
@@ -184,6 +192,7 @@ def build_engine(
         still_allowed=tags.still_allowed,
         parse_address=_parse_raft_address,
         address_hints=hints,
+        on_fatal=on_fatal,
         rng=random.Random(),
     )
     node_name = hex_id(storage.member_id)
@@ -202,6 +211,25 @@ def build_engine(
     )
     holder.append(engine)
     return engine, tags
+
+
+def _sleep_unless(stopping: threading.Event, seconds: float) -> None:
+    if stopping.wait(seconds):
+        raise JoinError("the node was stopped while joining")
+
+
+def check_bindable(host: str, port: int, what: str) -> None:
+    """Raise :class:`TsconsensusError` now if ``host:port`` cannot be bound (in use, not ours),
+    rather than later in the background."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise TsconsensusError(
+                f"cannot listen on {NodeAddress(host, port)} ({what}): {exc.strerror or exc}"
+            ) from None
 
 
 def make_executor(engine: EngineNode, clock: Clock, config: Config) -> CommandExecutor:
@@ -309,8 +337,6 @@ def start_native(
         "cluster_id": hex_id(storage.cluster_id) if storage.cluster_id else None,
         "raft_address": raft_address,
     }
-    tags: TagCache | None = None
-    engine: EngineNode | None = None
     try:
         servers.extend(
             open_ports(
@@ -322,37 +348,55 @@ def start_native(
                 loop_thread=loop_thread,
             )
         )
-        engine, tags = build_engine(
-            config=config,
-            tailnet=tailnet,
-            cluster_tag=cluster_tag,
-            storage=storage,
-            me=me,
-            loop_thread=loop_thread,
-            applier=applier,
-            peer_clients=peer_clients,
-            metrics=metrics,
-        )
-        start_engine(engine, tags, loop_thread)
+        check_bindable(me.address, config.ports.raft, "raft port")
     except BaseException:
         close_ports(servers, loop_thread)
-        if engine is not None:
-            try:
-                engine.stop()
-            except Exception:
-                log.exception("stopping the engine failed")
-        if tags is not None:
-            tags.stop()
         loop_thread.stop()
         peer_clients.close()
         storage.close()
         raise
-    node._attach(engine, make_executor(engine, clock, config))
-    node._closers.extend([tags.stop, storage.close])
-    log.info(
-        "node %s (%s) started in cluster %s",
-        engine.node_id,
-        raft_address,
-        hex_id(storage.cluster_id),
-    )
+
+    def finish() -> None:
+        """Background: restart, join or found, then run the engine (or report why not)."""
+        tags: TagCache | None = None
+        engine: EngineNode | None = None
+        try:
+            engine, tags = build_engine(
+                config=config,
+                tailnet=tailnet,
+                cluster_tag=cluster_tag,
+                storage=storage,
+                me=me,
+                loop_thread=loop_thread,
+                applier=applier,
+                peer_clients=peer_clients,
+                metrics=metrics,
+                stopping=node._stopping,
+                on_fatal=node._fatal,
+            )
+            if node._stopping.is_set():
+                raise JoinError("the node was stopped while starting")
+            start_engine(engine, tags, loop_thread)
+        except BaseException as exc:
+            if tags is not None:
+                tags.stop()
+            if engine is not None:
+                try:
+                    engine.stop()
+                except Exception:
+                    log.exception("stopping the engine failed")
+            node._startup_failed(exc)
+            return
+        node._attach(engine, make_executor(engine, clock, config))
+        node._closers.append(tags.stop)
+        node.started.set_result(None)
+        log.info(
+            "node %s (%s) started in cluster %s",
+            engine.node_id,
+            raft_address,
+            hex_id(storage.cluster_id),
+        )
+
+    node._closers.append(storage.close)
+    threading.Thread(target=finish, name=f"tsc-start-{me.address}", daemon=True).start()
     return node

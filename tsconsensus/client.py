@@ -193,9 +193,10 @@ class NodeClient:
         return CommandResult(answer.get("result"), answer.get("error"), int(answer.get("index", 0)))
 
     def transfer_leadership(self, to: str | None = None) -> str:
-        """``POST /v1/leader/transfer``: returns the new leader's id."""
+        """``POST /v1/leader/transfer``: the new leader, as ``id`` or ``id (host:port)``."""
         data = self.request("POST", "/v1/leader/transfer", {"to": to})
-        return str(data["leader"])
+        leader, address = str(data["leader"]), data.get("leader_address")
+        return leader if not address or address == leader else f"{leader} ({address})"
 
     def stop_node(self) -> None:
         """``POST /v1/node/stop`` (only allowed from the node's own address)."""

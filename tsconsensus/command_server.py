@@ -68,6 +68,8 @@ class CommandNode(Protocol):
 
     def request_stop(self) -> bool: ...
 
+    def raft_address_of(self, node_id: str | None) -> str | None: ...
+
     peer_clients: PeerClients
 
     async def execute_command_async(
@@ -207,7 +209,7 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
             )
         except ClusterError as exc:
             return error(409, str(exc), leader=node.command_address_of(node.leader))
-        return Response(200, {"leader": new})
+        return Response(200, {"leader": new, "leader_address": node.raft_address_of(new)})
 
     async def stop_node(request: Request) -> Response:
         if request.peer[0] != node.address:

@@ -122,7 +122,7 @@ class RaftConfig:
     """How long a request id (with its outcome) is remembered, so a retry is not applied twice."""
     dedup_max_entries: int = 100_000
     """At most this many request ids are remembered (oldest forgotten first)."""
-    engine: str = "pysyncobj"
+    engine: str = "native"
     """Which Raft engine runs the node: "native" (the project's own: fsynced WAL, random member
     ids) or "pysyncobj" (the first engine, going away)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -108,6 +109,13 @@ class Consensus:
             else NodeAddress(tailnet.self_peer().address, config.ports.raft)
         )
         self._closers: list[Callable[[], None]] = []
+        self._stopping = threading.Event()
+        self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        """Done once the node runs its engine; holds the error if it could not join or form
+        a cluster (or its storage failed later)."""
+        if isinstance(raft, RaftNode):
+            self.started.set_result(None)
+        self._on_fatal: Callable[[BaseException], None] | None = None
 
     @property
     def native(self) -> bool:
@@ -151,6 +159,13 @@ class Consensus:
 
     def _own(self, port: int) -> NodeAddress:
         return self._raft_address.with_port(port)
+
+    def raft_address_of(self, node_id: str | None) -> str | None:
+        """The Raft address (``host:port``) of the member ``node_id``."""
+        if node_id is None:
+            return None
+        engine = self._engine
+        return engine.address_of(node_id) if engine is not None else node_id
 
     def command_address_of(self, node_id: str | None) -> str | None:
         """The command port address (``host:port``) of the member ``node_id``."""
@@ -447,6 +462,26 @@ class Consensus:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def set_fatal_handler(self, handler: Callable[[BaseException], None]) -> None:
+        """Called once (any thread) if the node cannot go on: it could not join or form a
+        cluster, or its storage failed. ``tsc node start`` ends the process with the error."""
+        self._on_fatal = handler
+        if self.started.done() and self.started.exception() is not None:
+            handler(self.started.exception())  # type: ignore[arg-type]
+
+    def _startup_failed(self, exc: BaseException) -> None:
+        if not self._stopping.is_set():
+            log.error("node %s could not start: %s", self.node_id, exc)
+        if not self.started.done():
+            self.started.set_exception(exc)
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
+
+    def _fatal(self, exc: BaseException) -> None:
+        """The engine cannot go on (a failed fsync): tell whoever runs the node."""
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
+
     def set_stop_handler(self, handler: Callable[[], None]) -> None:
         """What ``POST /v1/node/stop`` calls: the runner's way to end the process cleanly."""
         self._on_stop_request = handler
@@ -464,6 +499,12 @@ class Consensus:
         if self._stopped:
             return
         self._stopped = True
+        self._stopping.set()
+        if not self.started.done():
+            try:  # a node still joining gives up first
+                self.started.result(timeout=10)
+            except Exception:
+                pass
         for server in self._servers:
             try:
                 self._loop.run(server.stop(), timeout=5)

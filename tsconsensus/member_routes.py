@@ -62,6 +62,10 @@ def member_routes(node: MemberNode) -> dict[tuple[str, str], Handler]:
             return error(
                 403, f"a node may only ask to add itself ({request.peer[0]}), not {address.host}"
             )
+        try:
+            parse_hex_id(member_id)
+        except ValueError as exc:
+            return error(400, f"{exc}; {_JOIN_SHAPE}")
         if node.identity().get("cluster_id") is None:
             return error(503, "this node is not in a cluster yet", leader=None)
         if member_id in node.members():
@@ -75,8 +79,12 @@ def member_routes(node: MemberNode) -> dict[tuple[str, str], Handler]:
         try:
             data: Any = loads(request.body)
             text = data.get("id") if isinstance(data, dict) else None
-            if not isinstance(text, str) or not text:
+            if not isinstance(text, str):
                 raise ValueError('body must be {"id": member id or "host:raft_port"}')
+        except ValueError as exc:
+            return error(400, str(exc))
+        try:
+            _id_or_address(text)
         except ValueError as exc:
             return error(400, str(exc))
         member_id = node.member_id_of(text)
@@ -145,15 +153,28 @@ def _members(node: MemberNode) -> Response:
     )
 
 
+_JOIN_SHAPE = 'body must be {"id": member id, "address": "host:raft_port"}'
+
+
 def _join_body(body: bytes) -> tuple[str, NodeAddress]:
+    """(member id, Raft address) of a join; ValueError (400) naming what is wrong. The address
+    is checked first, so that a caller naming someone else's address hears 403, not 400."""
     data: Any = loads(body)
     if not isinstance(data, dict):
-        raise ValueError('body must be {"id": member id, "address": "host:raft_port"}')
-    member_id, address = data.get("id"), data.get("address")
+        raise ValueError(_JOIN_SHAPE)
+    member_id, address = data.get("id"), data.get("address", data.get("id"))
     if not isinstance(member_id, str) or not isinstance(address, str):
-        raise ValueError('body must be {"id": member id, "address": "host:raft_port"}')
-    parse_hex_id(member_id)
-    return member_id.lower(), NodeAddress.parse(address)
+        raise ValueError(_JOIN_SHAPE)
+    parsed = NodeAddress.parse(address)
+    return member_id.lower(), parsed
+
+
+def _id_or_address(text: str) -> None:
+    """ValueError unless ``text`` is a member id or a ``host:port``."""
+    try:
+        parse_hex_id(text)
+    except ValueError:
+        NodeAddress.parse(text)
 
 
 def _canonical_ip(ip: str) -> str:

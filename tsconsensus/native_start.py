@@ -84,7 +84,11 @@ def decide_start(
     Raft address learned on the way is added to ``addresses`` (member id -> address): a node
     that joins needs them before its log tells it where its peers are."""
     if has_state(storage):
-        log.info("restarting member %016x of cluster %016x", me.member_id, storage.cluster_id)
+        log.info(
+            "restarting with recorded members: member %016x of cluster %016x",
+            me.member_id,
+            storage.cluster_id,
+        )
         return storage.initial_state()
     deadline = monotonic() + timeout_s
     pause = 0.05

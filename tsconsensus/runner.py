@@ -37,12 +37,21 @@ def run_node(config: Config, stop: threading.Event) -> None:
     """Start a node and keep it running until ``stop`` is set; then stop it cleanly."""
     node = start_from_config(config)
     node.set_stop_handler(stop.set)  # POST /v1/node/stop, from this node itself
+    failure: list[BaseException] = []
+
+    def fatal(exc: BaseException) -> None:
+        failure.append(exc)
+        stop.set()
+
+    node.set_fatal_handler(fatal)
     try:
         log.info("node %s serving commands on %s", node.node_id, node.command_url)
         stop.wait()
     finally:
         log.info("node %s stopping", node.node_id)
-        node.stop()
+        node.stop(hand_over=not failure)
+    if failure:
+        raise failure[0]
 
 
 def node_address(config: Config) -> str:

@@ -86,14 +86,19 @@ class TagCache:
         """From memory only: may ``ip`` keep talking?"""
         return ip in self._allowed or ip in self._whois_ok
 
+    def _whois(self, ip: str, port: int) -> bool:
+        return self._authorizer.allows(ip, port, patient=False)
+
     async def authorize(self, ip: str, port: int) -> bool:
         """At accept: known tagged addresses at once; others by one whois off the loop."""
         if ip in self._allowed:
             return True
         loop = asyncio.get_running_loop()
         try:
+            # patient=False: never wait for a userspace mapping that may be about to appear; a
+            # refused peer dials again, and a local process looping on connect costs nothing
             ok = await asyncio.wait_for(
-                loop.run_in_executor(self._pool, self._authorizer.allows, ip, port),
+                loop.run_in_executor(self._pool, self._whois, ip, port),
                 self._whois_timeout_s,
             )
         except (TimeoutError, asyncio.TimeoutError, RuntimeError):

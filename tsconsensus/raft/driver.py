@@ -150,6 +150,9 @@ class Driver:
             target=self._apply_loop, name=f"tsc-apply-{config.id:016x}", daemon=True
         )
         self.applied = self.core.applied_handed  # written by the apply thread only
+        if initial.snapshot is not None:
+            # the state machine starts empty: bring it to the snapshot the log continues from
+            self._apply_queue.put(("restore", initial.snapshot))
         self._reads: dict[int, tuple[int, Callable[[bool], None]]] = {}
         self._read_waiters: list[tuple[int, Callable[[bool], None]]] = []  # apply thread
         self._persisting = False
@@ -315,6 +318,13 @@ class Driver:
         for m in rd.messages_after_persist:
             self.transport.send(m)
         if rd.snapshot is not None:
+            meta = rd.snapshot.meta
+            log.info(
+                "installed a snapshot from the leader: index %d, term %d, %d bytes",
+                meta.index,
+                meta.term,
+                len(rd.snapshot.data),
+            )
             self._apply_queue.put(("restore", rd.snapshot))
         if rd.committed:
             self._apply_queue.put(("apply", rd.committed))
@@ -469,7 +479,16 @@ class Driver:
         )
 
     def _has_quorum(self) -> bool:
+        """Leader: a majority of voters (itself included) was heard from within the minimum
+        election timeout. Others: a leader is known."""
         core = self.core
-        if core.is_leader:
-            return core._quorum_active()
-        return core.leader != NONE
+        if not core.is_leader:
+            return core.leader != NONE
+        window = core.config.election_ticks_min * self._tick_s
+        now = time.monotonic()
+        fresh = sum(
+            1
+            for v in core.membership.voters
+            if v == core.id or now - self._heard.get(v, -1e9) < window
+        )
+        return fresh >= core.membership.quorum()

@@ -386,6 +386,16 @@ class LocalCluster:
             return str(self.status(i)["node_id"])
         return str(NodeAddress(self.addresses[i], self.ports.raft))
 
+    def raft_address(self, i: int) -> str:
+        """Node ``i``'s Raft address (``host:port``)."""
+        return str(NodeAddress(self.addresses[i], self.ports.raft))
+
+    def join_body(self, i: int) -> dict[str, str]:
+        """The ``POST /v1/join`` body node ``i`` sends for itself."""
+        if self.engine == "native":
+            return {"id": self.node_id(i), "address": self.raft_address(i)}
+        return {"id": self.raft_address(i)}
+
     def client(self, i: int, *, timeout: float = 10.0) -> NodeClient:
         """A command-port client that connects as node ``i`` (from its own address)."""
         return NodeClient(

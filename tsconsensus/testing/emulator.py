@@ -23,6 +23,7 @@ import json
 import os
 import socketserver
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -142,6 +143,8 @@ class LocalAPIEmulator:
         self._self = self_node
         self._userspace: dict[str, str] = {}  # "127.0.0.1:PORT" -> hostname
         self.backend_state = "Running"
+        self.delay_s = 0.0
+        """Seconds every answer waits: plays a slow or overloaded tailscaled."""
         self.requests = 0
         self._server: _UnixHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -164,6 +167,8 @@ class LocalAPIEmulator:
                 pass
 
             def do_GET(self) -> None:
+                if emulator.delay_s:
+                    time.sleep(emulator.delay_s)
                 status, body = emulator._handle(self.path, dict(self.headers.items()))
                 payload = json.dumps(body).encode()
                 self.send_response(status)
