@@ -8,9 +8,10 @@ minority/majority split, or a bridge node that sees both halves which do not see
 and ``membership`` (remove a node, wipe its state directory, start it again: it joins as a new
 member).
 
-The seed fixes the schedule: which kind, when, for how long, which node where the choice is
-random. What a fault hits can still differ between runs with one seed (who leads at that
-moment is up to the cluster).
+The seed fixes the schedule: the order of kinds (every kind once, shuffled, then again), the
+pauses between faults and how long each lasts; and which node, where the choice is random.
+What a fault hits can still differ between runs with one seed (who leads at that moment is up
+to the cluster).
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ class Nemesis(threading.Thread):
             raise ValueError(f"unknown or no nemesis kinds: {sorted(unknown)}")
         self.control = control
         self.kinds = list(kinds)
+        # two generators: the schedule stays the same whatever the node choices consumed
+        self.schedule = random.Random(f"{seed}/schedule")
         self.rng = random.Random(f"{seed}/nemesis")
+        self._bag: list[str] = []
         self.stop = stop
         self.clock = clock
         self.settings = settings or NemesisSettings()
@@ -124,9 +128,9 @@ class Nemesis(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self.stop.wait(self.rng.uniform(*self.settings.quiet_s)):
+            while not self.stop.wait(self.schedule.uniform(*self.settings.quiet_s)):
                 self.check_exited()
-                kind = self.rng.choice(self.kinds)
+                kind = self.next_kind()
                 self.counts[kind] += 1
                 getattr(self, "_" + kind.replace("-", "_"))()
         except Exception as exc:
@@ -135,13 +139,20 @@ class Nemesis(threading.Thread):
         finally:
             self.control.heal_network()
 
+    def next_kind(self) -> str:
+        """Every kind once in a shuffled order, then again: a short run sees each of them."""
+        if not self._bag:
+            self._bag = list(self.kinds)
+            self.schedule.shuffle(self._bag)
+        return self._bag.pop()
+
     def event(self, kind: str, detail: str) -> None:
         at = self.clock()
         self.events.append(Event(at, kind, detail))
         log.info("[%7.2fs] %s: %s", at, kind, detail)
 
     def _hold(self) -> None:
-        self.stop.wait(self.rng.uniform(*self.settings.hold_s))
+        self.stop.wait(self.schedule.uniform(*self.settings.hold_s))
 
     def _names(self, nodes: Sequence[int]) -> str:
         return " ".join(self.control.name(i) for i in nodes)

@@ -23,6 +23,8 @@ from .clients import OPS, Outcome
 EXIT_PASS = 0
 EXIT_VIOLATION = 1
 EXIT_COULD_NOT_RUN = 2
+_SHOWN_KEYS = 3
+"""Failing keys whose window the summary shows (the history file has them all)."""
 
 
 class RunVerdict(str, enum.Enum):
@@ -180,7 +182,8 @@ def _check_lines(check: CheckResult) -> list[str]:
         f"linearizability: {check.verdict.value} ({len(check.keys)} keys, {check.operations} "
         f"operations of which {unknown} unknown, checked in {check.elapsed_s:.1f} s)"
     ]
-    for key in check.keys:
+    failing = [key for key in check.keys if key.verdict is not Verdict.OK]
+    for key in failing[:_SHOWN_KEYS]:
         if key.verdict is Verdict.TIMEOUT:
             lines.append(f"key {key.key!r}: out of time ({key.operations} operations): not a pass")
         elif key.verdict is Verdict.VIOLATION:
@@ -189,6 +192,9 @@ def _check_lines(check: CheckResult) -> list[str]:
                 if key.window is not None
                 else f"key {key.key!r}: not linearizable (no time left to find a window)"
             )
+    if len(failing) > _SHOWN_KEYS:
+        more = [key.key for key in failing[_SHOWN_KEYS:]]
+        lines.append(f"... and {len(more)} more key(s) failing: {', '.join(more[:20])}")
     return lines
 
 

@@ -137,6 +137,7 @@ class _Run:
     namespace: RunNamespace | None
     abort: threading.Event = field(default_factory=threading.Event)
     report: RunReport | None = None
+    interrupted: bool = False
 
 
 def run(options: RunOptions) -> RunReport:
@@ -152,7 +153,12 @@ def run(options: RunOptions) -> RunReport:
         notes.append(f"no partitions: {why_not}")
         nemeses = tuple(k for k in nemeses if k != "partition")
     if options.plant:
-        notes.append(f"planted bug {options.plant}: TSC_PLANTED_BUG={options.plant} for nodes")
+        notes.append(
+            f"planted bug: nodes run with TSC_PLANTED_BUG={options.plant}; an engine without "
+            "that switch ignores it, and a PASS then says nothing about the bug"
+        )
+    if options.power_loss:
+        notes.append("power-loss mode: nodes run with TSC_POWER_LOSS=1 (the engine's storage)")
     directory = options.directory or Path(tempfile.mkdtemp(prefix="tsc-faults-"))
     base = (
         "127.0.1.1"
@@ -168,20 +174,10 @@ def run(options: RunOptions) -> RunReport:
     )
     log.info("fault run: seed %d, files in %s", seed, directory)
     try:
-        if why_not is None:
-            with RunNamespace() as namespace:
-                ctx = _Run(
-                    options,
-                    seed,
-                    nemeses,
-                    directory,
-                    _control(cluster, options, namespace),
-                    namespace,
-                )
-                _in_thread(ctx)
-        else:
-            ctx = _Run(options, seed, nemeses, directory, _control(cluster, options, None), None)
-            _inside(ctx)
+        with RunNamespace() if why_not is None else contextlib.nullcontext() as namespace:
+            control = ClusterControl(cluster, env=options.env(), namespace=namespace)
+            ctx = _Run(options, seed, nemeses, directory, control, namespace)
+            _in_thread(ctx)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # setting up the namespace, or a bug of the runner's own
@@ -199,6 +195,8 @@ def run(options: RunOptions) -> RunReport:
             nemeses,
             Judgement(RunVerdict.COULD_NOT_RUN, None, (), "the run ended without a report"),
         )
+    if ctx.interrupted:
+        notes.append("interrupted (Ctrl-C): the workload was cut short")
     report.notes[:0] = notes
     report.directory = directory
     report.elapsed_s = time.monotonic() - began
@@ -210,17 +208,15 @@ def run(options: RunOptions) -> RunReport:
     return report
 
 
-def _control(cluster: LocalCluster, options: RunOptions, ns: RunNamespace | None) -> ClusterControl:
-    return ClusterControl(cluster, env=options.env(), namespace=ns)
-
-
 def _bound(options: RunOptions) -> float:
     """How long a whole run may take before it is abandoned."""
     return options.duration_s + 6 * options.recover_timeout_s + options.check_timeout_s + 120
 
 
 def _in_thread(ctx: _Run) -> None:
-    """Run :func:`_inside` on a thread that enters the namespace (this thread stays out)."""
+    """Run :func:`_inside` on a thread of its own (which enters the namespace, if any: this
+    thread stays out), within the run's time bound; Ctrl-C cuts the workload short, and the
+    run still heals, checks and stops its nodes."""
     thread = threading.Thread(target=_inside, args=(ctx,), name="faults-run", daemon=True)
     thread.start()
     deadline = time.monotonic() + _bound(ctx.options)
@@ -228,8 +224,10 @@ def _in_thread(ctx: _Run) -> None:
         while thread.is_alive() and time.monotonic() < deadline:
             thread.join(0.5)
     except KeyboardInterrupt:
-        ctx.abort.set()  # the run heals, checks what it has, and stops its nodes
-        thread.join(ctx.options.recover_timeout_s * 3)
+        log.warning("interrupted: healing, checking what was recorded, stopping the nodes")
+        ctx.abort.set()
+        ctx.interrupted = True
+        thread.join(_bound(ctx.options) - ctx.options.duration_s)
     if thread.is_alive():
         ctx.control.stop_all()
         _kill_leftovers(ctx.control)
