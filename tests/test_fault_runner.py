@@ -162,6 +162,7 @@ def test_command_line_help_and_bad_options() -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(1200)
 def test_long_run_of_every_nemesis_on_five_nodes(tmp_path: Path) -> None:
     """``python -m tsconsensus.testing.faults --nodes 5 --duration 300 --nemesis all``."""
     report = run(

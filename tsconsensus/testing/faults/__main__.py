@@ -29,7 +29,8 @@ Without them it runs on a loopback base address of its own and leaves partitions
 
 exit codes: 0 pass (linearizable, nothing acknowledged lost, replicas equal, no process
 left); 1 a violation or another problem; 2 could not run, or the checker ran out of time
-(never a pass).
+(never a pass). Ctrl-C cuts the workload short and still heals, checks and reports; a
+second Ctrl-C stops every node at once and exits 130.
 
 example: python -m tsconsensus.testing.faults --nodes 5 --duration 300 --nemesis all --seed 7
 """
@@ -170,7 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = replace(options, seed=random.SystemRandom().randrange(2**31))
     # first, before anything can hang: the seed reruns this schedule
     print(f"fault run: seed {options.seed}", flush=True)
-    report = run(options)
+    try:
+        report = run(options)
+    except KeyboardInterrupt:  # the second Ctrl-C: the nodes were killed on the way out
+        print("interrupted: every node of the run was stopped", file=sys.stderr)
+        return 130
     print(format_report(report))
     return report.exit_code
 

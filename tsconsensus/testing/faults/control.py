@@ -63,6 +63,7 @@ class ClusterControl:
         self._paused: set[int] = set()
         self._removed: set[int] = set()
         self._cut = False
+        self._closed = False
 
     @property
     def size(self) -> int:
@@ -74,7 +75,10 @@ class ClusterControl:
     # -- processes --------------------------------------------------------------------------
 
     def start(self, i: int) -> None:
+        """Start node ``i`` (refused once :meth:`close` was called)."""
         with self._lock:
+            if self._closed:
+                raise TsconsensusError("the run is over: no node starts any more")
             self.pids.append(self.cluster.start_node(i, extra_env=self.env))
             self._down.discard(i)
 
@@ -289,6 +293,13 @@ class ClusterControl:
             self._paused.clear()
             self.cluster.stop()
             self._down = set(range(self.size))
+
+    def close(self) -> None:
+        """Stop every node for good: no :meth:`start` succeeds after this (a run cut short
+        must not have its nemesis restart what was just stopped)."""
+        with self._lock:
+            self._closed = True
+            self.stop_all()
 
     def leftover(self) -> list[int]:
         """PIDs this run started that still run."""

@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -175,6 +176,13 @@ def run(options: RunOptions) -> RunReport:
     log.info("fault run: seed %d, files in %s", seed, directory)
     try:
         with RunNamespace() if why_not is None else contextlib.nullcontext() as namespace:
+            if namespace is not None and "partition" in nemeses:
+                try:  # the binary may be there and the kernel's nf_tables not
+                    namespace.heal()
+                except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                    detail = getattr(exc, "stderr", b"") or b""
+                    notes.append(f"no partitions: nft failed: {detail.decode(errors='replace')}")
+                    nemeses = tuple(k for k in nemeses if k != "partition")
             control = ClusterControl(cluster, env=options.env(), namespace=namespace)
             ctx = _Run(options, seed, nemeses, directory, control, namespace)
             _in_thread(ctx)
@@ -217,19 +225,35 @@ def _in_thread(ctx: _Run) -> None:
     """Run :func:`_inside` on a thread of its own (which enters the namespace, if any: this
     thread stays out), within the run's time bound; Ctrl-C cuts the workload short, and the
     run still heals, checks and stops its nodes."""
-    thread = threading.Thread(target=_inside, args=(ctx,), name="faults-run", daemon=True)
-    thread.start()
+    done = threading.Event()
+
+    def body() -> None:
+        try:
+            _inside(ctx)
+        finally:
+            done.set()
+
+    # Waiting on an event, not on join(): a join interrupted by Ctrl-C can report the thread
+    # dead while it still runs (Python before 3.12), and the nodes would be left behind.
+    threading.Thread(target=body, name="faults-run", daemon=True).start()
     deadline = time.monotonic() + _bound(ctx.options)
     try:
-        while thread.is_alive() and time.monotonic() < deadline:
-            thread.join(0.5)
-    except KeyboardInterrupt:
-        log.warning("interrupted: healing, checking what was recorded, stopping the nodes")
+        try:
+            while not done.wait(0.5) and time.monotonic() < deadline:
+                pass
+        except KeyboardInterrupt:
+            log.warning("interrupted: healing, checking what was recorded, stopping the nodes")
+            ctx.abort.set()
+            ctx.interrupted = True
+            done.wait(_bound(ctx.options) - ctx.options.duration_s)
+    except BaseException:
+        # anything else (a second Ctrl-C, a test's timeout): no time to heal; no node left
         ctx.abort.set()
-        ctx.interrupted = True
-        thread.join(_bound(ctx.options) - ctx.options.duration_s)
-    if thread.is_alive():
-        ctx.control.stop_all()
+        ctx.control.close()
+        _kill_leftovers(ctx.control)
+        raise
+    if not done.is_set():
+        ctx.control.close()
         _kill_leftovers(ctx.control)
         ctx.report = _report(
             ctx.options,
