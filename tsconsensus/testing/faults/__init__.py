@@ -7,13 +7,15 @@
 From a shell: ``python -m tsconsensus.testing.faults --help`` (exit 0 pass, 1 violation or
 problem, 2 could not run or undecided). The pieces: :mod:`.clients` (the workload and how
 answers are recorded), :mod:`.nemesis` (the faults), :mod:`.control` (acting on the cluster),
-:mod:`.runner` (the phases), :mod:`.report` (the verdict and the summary).
+:mod:`.options` (what to run), :mod:`.runner` (the phases), :mod:`.report` (the verdict and
+the summary).
 """
 
 from __future__ import annotations
 
 from .clients import ClientSettings, Outcome
 from .nemesis import DEFAULT_NEMESES, NEMESES, NemesisSettings, partition_links
+from .options import FAST_RAFT, PLANTED_BUGS, RunOptions
 from .report import (
     EXIT_COULD_NOT_RUN,
     EXIT_PASS,
@@ -24,7 +26,7 @@ from .report import (
     format_report,
     judge,
 )
-from .runner import FAST_RAFT, PLANTED_BUGS, RunOptions, run
+from .runner import run
 
 __all__ = [
     "DEFAULT_NEMESES",

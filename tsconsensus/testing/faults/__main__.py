@@ -12,8 +12,9 @@ from pathlib import Path
 
 from .clients import ClientSettings
 from .nemesis import DEFAULT_NEMESES, NEMESES, NemesisSettings
+from .options import PLANTED_BUGS, RunOptions
 from .report import EXIT_COULD_NOT_RUN, format_report
-from .runner import PLANTED_BUGS, RunOptions, run
+from .runner import run
 
 _EPILOG = """\
 nemesis kinds (--nemesis, comma-separated, or "all"):

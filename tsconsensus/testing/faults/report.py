@@ -152,8 +152,13 @@ def format_report(report: RunReport) -> str:
     lines.append(f"faults: {faults or 'none'}")
     first, last, leaders = report.terms
     if first is not None:
-        seen = " ".join(f"t{t}:{name}" for t, name in sorted(leaders.items()))
-        lines.append(f"elections: terms {first} to {last}; leaders seen: {seen or 'none'}")
+        seen = [f"t{t}:{name}" for t, name in sorted(leaders.items())]
+        if len(seen) > 12:
+            seen = [*seen[:6], f"... ({len(seen) - 12} more)", *seen[-6:]]
+        lines.append(
+            f"elections: terms {first} to {last}; {len(leaders)} leaders seen: "
+            + (" ".join(seen) or "none")
+        )
     if report.replicas:
         states = {state for _, state in report.replicas.values()}
         verdict = "all equal" if len(states) == 1 else "DIFFER"

@@ -25,107 +25,21 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ...errors import TsconsensusError
 from ..cluster import LocalCluster
 from ..history import Operation, write_history
 from ..netns import RunNamespace, nftables_available
-from .clients import Caller, Client, ClientSettings, Workload, final_reads, run_clock
+from .clients import Caller, Client, Workload, final_reads, run_clock
 from .control import ClusterControl, Observer, wait_until
-from .nemesis import DEFAULT_NEMESES, NEMESES, Nemesis, NemesisSettings
+from .nemesis import Nemesis
+from .options import RunOptions
 from .report import Judgement, RunReport, RunVerdict, judge
 
 log = logging.getLogger("tsconsensus.testing.faults")
-
-PLANTED_BUGS: dict[str, str] = {
-    "local-reads": "get answered from the node's own replica, without ReadIndex",
-    "ack-before-sync": "a write acknowledged before its entry is durable (use --power-loss)",
-    "forget-request-ids": "a request id forgotten as soon as its command is applied",
-}
-"""Bugs the node engine can be told to have (``TSC_PLANTED_BUG=<name>``), for proving that a
-run catches them. The switches belong to the engine; a node that does not know them ignores
-the variable."""
-
-FAST_RAFT: dict[str, Any] = {
-    "heartbeat_interval_s": 0.05,
-    "election_timeout_min_s": 0.3,
-    "election_timeout_max_s": 0.6,
-    "leader_lease_timeout_s": 0.9,
-    "compaction_min_entries": 2000,
-}
-"""Quick elections, so a short run sees many; frequent snapshots, so restarted nodes catch up
-by snapshot too."""
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What to run. ``seed`` None draws one (it is printed, to rerun the same schedule).
-    ``directory`` None makes a temporary one, deleted after a pass unless ``keep``."""
-
-    nodes: int = 3
-    duration_s: float = 30.0
-    seed: int | None = None
-    clients: int = 6
-    nemeses: tuple[str, ...] = DEFAULT_NEMESES
-    power_loss: bool = False
-    plant: str | None = None
-    directory: Path | None = None
-    keep: bool = False
-    history: Path | None = None
-    namespace: bool = True
-    client: ClientSettings = field(default_factory=ClientSettings)
-    nemesis: NemesisSettings = field(default_factory=NemesisSettings)
-    raft: Mapping[str, Any] = field(default_factory=lambda: dict(FAST_RAFT))
-    check_timeout_s: float = 120.0
-    recover_timeout_s: float = 60.0
-    state_machine: str = ""
-    """``module:factory`` of a machine with the built-in key-value commands (default: the
-    built-in one); a runner's own tests use a faulty one to show that runs can fail."""
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad option."""
-        if self.nodes < 3:
-            raise ValueError("--nodes must be at least 3")
-        if self.duration_s <= 0 or self.clients < 1:
-            raise ValueError("--duration must be positive and --clients at least 1")
-        unknown = sorted(set(self.nemeses) - set(NEMESES))
-        if unknown:
-            raise ValueError(f"unknown nemesis {unknown[0]!r} (known: {', '.join(NEMESES)})")
-        if self.plant is not None and self.plant not in PLANTED_BUGS:
-            raise ValueError(f"unknown bug {self.plant!r} (known: {', '.join(PLANTED_BUGS)})")
-
-    def command(self, seed: int) -> str:
-        """The command line that runs this again with ``seed``."""
-        parts = [
-            "python -m tsconsensus.testing.faults",
-            f"--nodes {self.nodes}",
-            f"--duration {self.duration_s:g}",
-            f"--clients {self.clients}",
-            f"--nemesis {','.join(self.nemeses) or 'none'}",
-            f"--seed {seed}",
-        ]
-        if self.power_loss:
-            parts.append("--power-loss")
-        if self.plant:
-            parts.append(f"--plant {self.plant}")
-        if not self.namespace:
-            parts.append("--no-netns")
-        if self.state_machine:
-            parts.append(f"--state-machine {self.state_machine}")
-        return " ".join(parts)
-
-    def env(self) -> dict[str, str]:
-        """What every node process gets in its environment."""
-        env = {}
-        if self.power_loss:
-            env["TSC_POWER_LOSS"] = "1"
-        if self.plant:
-            env["TSC_PLANTED_BUG"] = self.plant
-        return env
 
 
 @dataclass
@@ -153,11 +67,7 @@ def run(options: RunOptions) -> RunReport:
     if why_not is not None and "partition" in nemeses:
         notes.append(f"no partitions: {why_not}")
         nemeses = tuple(k for k in nemeses if k != "partition")
-    if options.plant:
-        notes.append(
-            f"planted bug: nodes run with TSC_PLANTED_BUG={options.plant}; an engine without "
-            "that switch ignores it, and a PASS then says nothing about the bug"
-        )
+    notes += options.plant_notes(nemeses)
     if options.power_loss:
         notes.append("power-loss mode: nodes run with TSC_POWER_LOSS=1 (the engine's storage)")
     directory = options.directory or Path(tempfile.mkdtemp(prefix="tsc-faults-"))
