@@ -96,8 +96,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run nodes with TSC_POWER_LOSS=1: a kill loses what a power cut would",
     )
-    add("--plant", choices=sorted(PLANTED_BUGS), help="run nodes with a planted bug")
-    add("--history", type=Path, help="also write the history (JSON lines) to this file")
+    add(
+        "--plant",
+        choices=sorted(PLANTED_BUGS),
+        metavar="BUG",
+        help="run nodes with a planted bug (see below)",
+    )
+    add(
+        "--history",
+        type=Path,
+        metavar="FILE",
+        help="also write the history (JSON lines) to this file",
+    )
     add(
         "--dir",
         type=Path,

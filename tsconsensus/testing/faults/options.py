@@ -73,6 +73,8 @@ class RunOptions:
         unknown = sorted(set(self.nemeses) - set(NEMESES))
         if unknown:
             raise ValueError(f"unknown nemesis {unknown[0]!r} (known: {', '.join(NEMESES)})")
+        if self.directory is not None and (self.directory / "cluster").exists():
+            raise ValueError(f"{self.directory} already holds a run's cluster: pick another")
         if self.plant is not None and self.plant not in PLANTED_BUGS:
             raise ValueError(f"unknown bug {self.plant!r} (known: {', '.join(PLANTED_BUGS)})")
 
