@@ -26,7 +26,7 @@ from .config import (
     StorageConfig,
     TailnetConfig,
 )
-from .consensus import Consensus, start
+from .consensus import Consensus
 from .errors import (
     ClusterError,
     CommandError,
@@ -51,6 +51,7 @@ from .loader import load_state_machine
 from .runner import build_tailnet, node_address, run_node, start_from_config
 from .safejson import MAX_DEPTH as MAX_JSON_DEPTH
 from .safejson import loads as parse_json
+from .start import start
 from .tailnet import Peer, StaticTailnet, Tailnet
 from .types import (
     JSON,

@@ -100,17 +100,21 @@ class CommandExecutor:
             )
         return request_id
 
-    def _checked(self, entry: bytes, timeout: float) -> tuple[bytes, _Attempts]:
+    def _checked(
+        self, entry: bytes, request_id: str, timeout: float
+    ) -> tuple[bytes, str, _Attempts]:
         if len(entry) > self._max_entry:
             raise InvalidCommandError(
                 f"command is {len(entry)} bytes encoded, over the limit of {self._max_entry}"
             )
-        return entry, _Attempts(self._clock.monotonic(), timeout, self._attempt_timeout)
+        attempts = _Attempts(self._clock.monotonic(), timeout, self._attempt_timeout)
+        return entry, request_id, attempts
 
     def _prepare(
         self, command: Command, request_id: str | None, timeout: float
-    ) -> tuple[bytes, _Attempts]:
-        return self._checked(encode_entry(self._request_id(request_id), command), timeout)
+    ) -> tuple[bytes, str, _Attempts]:
+        rid = self._request_id(request_id)
+        return self._checked(encode_entry(rid, command), rid, timeout)
 
     def execute(self, command: Command, request_id: str | None, timeout: float) -> CommandResult:
         """Commit ``command`` and return its outcome as applied on this node. Blocking.
@@ -120,7 +124,7 @@ class CommandExecutor:
         known but the outcome is unknown: it may still be applied; retry with the same id).
         """
         self._check_thread()
-        entry, attempts = self._prepare(command, request_id, timeout)
+        entry, rid, attempts = self._prepare(command, request_id, timeout)
         while True:
             wait = attempts.next_wait(self._clock.monotonic())
             if wait is None:
@@ -139,7 +143,7 @@ class CommandExecutor:
                     box.append((result, reason))
                     settled.release()
 
-            self._raft.submit(entry, callback)
+            self._raft.submit(entry, callback, request_id=rid)
             outcome = box[0] if settled.acquire(timeout=wait) else (None, None)
             step = attempts.after(outcome, self._clock.monotonic())
             if isinstance(step, CommandResult):
@@ -158,10 +162,11 @@ class CommandExecutor:
         """Commit a restore of ``data`` (an entry of its own kind, which no command name can
         produce) and return its outcome: ``{"restored_bytes": n}`` or the error. Raises like
         :meth:`execute`."""
-        entry = encode_restore_entry(self._request_id(None), data, sha256)
-        return await self._run_async(*self._checked(entry, timeout))
+        rid = self._request_id(None)
+        entry = encode_restore_entry(rid, data, sha256)
+        return await self._run_async(*self._checked(entry, rid, timeout))
 
-    async def _run_async(self, entry: bytes, attempts: _Attempts) -> CommandResult:
+    async def _run_async(self, entry: bytes, rid: str, attempts: _Attempts) -> CommandResult:
         loop = asyncio.get_running_loop()
         while True:
             wait = attempts.next_wait(self._clock.monotonic())
@@ -183,7 +188,7 @@ class CommandExecutor:
                 except RuntimeError:  # the caller's loop is closed: nobody waits any more
                     pass
 
-            self._raft.submit(entry, callback)
+            self._raft.submit(entry, callback, request_id=rid)
             # A timer that settles the future, rather than asyncio.wait_for, which wraps the
             # wait in a task of its own on every call.
             timer = loop.call_later(wait, settle, (None, None))

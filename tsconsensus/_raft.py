@@ -376,7 +376,7 @@ class RaftNode:
         """True when called from the Raft thread (where ``apply`` runs)."""
         return threading.get_ident() == self._sync._tsc_tick_thread[0]
 
-    def submit(self, entry: bytes, callback: SubmitCallback) -> None:
+    def submit(self, entry: bytes, callback: SubmitCallback, *, request_id: str = "") -> None:
         """Queue ``entry`` for the log (forwarded to the leader if this node is a follower).
 
         ``callback(outcome, None)`` runs once the entry is applied on this node, or

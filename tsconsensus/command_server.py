@@ -184,7 +184,7 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
             if to is not None:
                 if not isinstance(to, str):
                     raise ValueError("'to' must be a member id or null")
-                to = str(NodeAddress.parse(to))
+                to = to if getattr(node, "native", False) else str(NodeAddress.parse(to))
         except ValueError as exc:
             return error(400, f"bad body: {exc}")
         loop = asyncio.get_running_loop()
@@ -216,7 +216,7 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
             return error(409, "this node is not run by 'tsc node start'; stop its process instead")
         return Response(200, {"stopping": True})
 
-    return {
+    routes: dict[tuple[str, str], Handler] = {
         ("POST", "/v1/leader/transfer"): transfer,
         ("POST", "/v1/node/stop"): stop_node,
         ("POST", "/v1/execute"): execute,
@@ -224,6 +224,11 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
         ("POST", "/v1/members/remove"): remove,
         ("POST", "/v1/snapshot/restore"): restore,
     }
+    if getattr(node, "native", False):
+        from .member_routes import member_routes
+
+        routes.update(member_routes(node))  # type: ignore[arg-type]
+    return routes
 
 
 def _outcome(outcome: CommandResult) -> Response:

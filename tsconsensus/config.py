@@ -58,7 +58,11 @@ class ClusterConfig:
     state_machine: str = ""
     """``module:factory`` of the state machine ``tsc node start`` runs; empty = built-in KV."""
     secret: str = ""
-    """Optional shared secret mixed into the Raft password (derived from the tag otherwise)."""
+    """Shared secret that keys the MAC of every Raft frame; the same on every node. Required
+    by the native engine unless ``insecure_no_secret`` (``tsc dev up`` writes a random one)."""
+    insecure_no_secret: bool = False
+    """Run with an empty secret: anyone who can run code on a member machine can then forge
+    Raft traffic. For throwaway clusters only; the node warns once."""
     bootstrap_expect: int = 0
     """0: every tagged peer present at first start is a member (fixed peer lists, ``static``).
     N: a new node joins an existing cluster if any tagged peer is in one; otherwise it waits
@@ -118,6 +122,9 @@ class RaftConfig:
     """How long a request id (with its outcome) is remembered, so a retry is not applied twice."""
     dedup_max_entries: int = 100_000
     """At most this many request ids are remembered (oldest forgotten first)."""
+    engine: str = "pysyncobj"
+    """Which Raft engine runs the node: "native" (the project's own: fsynced WAL, random member
+    ids) or "pysyncobj" (the first engine, going away)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -158,6 +165,8 @@ class RaftConfig:
             raise ConfigError(
                 "raft.compaction_min_entries", self.compaction_min_entries, "must be at least 2"
             )
+        if self.engine not in ("native", "pysyncobj"):
+            raise ConfigError("raft.engine", self.engine, 'must be "native" or "pysyncobj"')
         _check_positive("raft.dedup_window_s", self.dedup_window_s)
         if self.dedup_max_entries < 1:
             raise ConfigError(
@@ -223,7 +232,12 @@ class StorageConfig:
     """Where Raft state lives."""
 
     state_dir: str = ""
-    """Directory for the Raft journal and snapshots; empty keeps everything in memory."""
+    """Directory for the Raft log and snapshots. The native engine requires one: a path, or
+    ":memory:" for a node that keeps nothing (it comes back from a restart as a new member).
+    With pysyncobj, empty keeps everything in memory."""
+    fsync: bool = True
+    """Sync every write before acknowledging it. Off only for benchmarks against systems that
+    do not sync: then a power cut loses acknowledged writes."""
 
 
 @dataclass(frozen=True)

@@ -6,43 +6,65 @@ thread (serves the command and monitor ports, runs blocking calls' retries).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import hashlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ._applier import LogApplier
+from ._engine import EngineNode, parse_hex_id
 from ._executor import CommandExecutor
 from ._http import HttpServer
 from ._loop import LoopThread
 from ._raft import RaftNode
 from ._raft_model import FailReason
 from .address import NodeAddress
-from .authorization import Authorizer, cluster_password
-from .bootstrap import decide_members, write_members
 from .client import PeerClients
-from .clock import Clock, SystemClock
-from .command_server import command_routes
 from .config import Config
 from .errors import (
     ClusterError,
     InvalidCommandError,
     JoinError,
     NoLeaderError,
-    NotTaggedError,
+    ProposalRefusedError,
     TsconsensusError,
 )
 from .metrics import Metrics
-from .monitor_server import monitor_routes
-from .tailnet import Peer, Tailnet
-from .types import Command, CommandResult, NodeStatus, RaftState, StateMachine
+from .tailnet import Tailnet
+from .types import Command, CommandResult, NodeStatus
 
 log = logging.getLogger("tsconsensus")
 
 T = TypeVar("T")
+
+
+class RaftBackend(Protocol):
+    """What :class:`Consensus` needs from the engine behind it."""
+
+    node_id: str
+
+    @property
+    def applied_index(self) -> int: ...
+
+    @property
+    def leader(self) -> str | None: ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    def members(self) -> list[str]: ...
+
+    def status(self) -> NodeStatus: ...
+
+    def on_raft_thread(self) -> bool: ...
+
+    def set_handing_over(self, on: bool) -> None: ...
+
+    def call_on_raft_thread(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]: ...
+
+    def stop(self) -> None: ...
 
 
 class Consensus:
@@ -58,7 +80,7 @@ class Consensus:
         config: Config,
         cluster_tag: str,
         tailnet: Tailnet,
-        raft: RaftNode,
+        raft: RaftBackend,
         applier: LogApplier,
         executor: CommandExecutor,
         loop_thread: LoopThread,
@@ -79,6 +101,34 @@ class Consensus:
         self.metrics = metrics
         self.peer_clients = peer_clients
         self._on_stop_request: Callable[[], None] | None = None
+        self._identity: Callable[[], dict[str, Any]] | None = None
+        self._raft_address = (
+            NodeAddress.parse(raft.node_id)
+            if isinstance(raft, RaftNode)
+            else NodeAddress(tailnet.self_peer().address, config.ports.raft)
+        )
+        self._closers: list[Callable[[], None]] = []
+
+    @property
+    def native(self) -> bool:
+        """Whether this node runs the project's own engine (member ids are random)."""
+        return self.config.raft.engine == "native"
+
+    @property
+    def _engine(self) -> EngineNode | None:
+        """The native engine behind this node (None on pysyncobj, or while starting)."""
+        return self._raft if isinstance(self._raft, EngineNode) else None
+
+    def _attach(self, engine: EngineNode, executor: CommandExecutor) -> None:
+        """The native engine is ready: it takes over from the starting placeholder."""
+        self._raft = engine
+        self._executor = executor
+
+    def identity(self) -> dict[str, Any]:
+        """``GET /v1/identity``: this node's member id, cluster id and Raft address."""
+        if self._identity is None:
+            return {"id": self.node_id, "cluster_id": None, "raft_address": str(self._raft_address)}
+        return self._identity()
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -89,7 +139,7 @@ class Consensus:
 
     @property
     def address(self) -> str:
-        return NodeAddress.parse(self._raft.node_id).host
+        return self._raft_address.host
 
     @property
     def command_url(self) -> str:
@@ -100,12 +150,18 @@ class Consensus:
         return f"http://{self._own(self.config.ports.monitor)}"
 
     def _own(self, port: int) -> NodeAddress:
-        return NodeAddress.parse(self._raft.node_id).with_port(port)
+        return self._raft_address.with_port(port)
 
     def command_address_of(self, node_id: str | None) -> str | None:
         """The command port address (``host:port``) of the member ``node_id``."""
         if node_id is None:
             return None
+        engine = self._engine
+        if engine is not None:
+            raft_address = engine.address_of(node_id)
+            if raft_address is None:
+                return None
+            node_id = raft_address
         return str(NodeAddress.parse(node_id).with_port(self.config.ports.command))
 
     # -- commands ---------------------------------------------------------------------------
@@ -198,12 +254,15 @@ class Consensus:
         """The tailnet nodes carrying the cluster tag (this one included), each with whether it
         is online and a member of the Raft configuration (``GET /v1/peers``)."""
         members = set(self._raft.members())
+        engine = self._engine
         raft_port = self.config.ports.raft
         found = []
         for peer in [self.tailnet.self_peer(), *self.tailnet.peers()]:
             if not peer.has_tag(self.cluster_tag):
                 continue
             node_id = str(NodeAddress(peer.address, raft_port)) if peer.addresses else ""
+            if engine is not None and node_id:
+                node_id = engine.id_of(node_id) or ""
             found.append(
                 {
                     "id": node_id,
@@ -214,7 +273,7 @@ class Consensus:
                     "self": peer.is_self,
                 }
             )
-        return sorted(found, key=lambda p: p["id"])
+        return sorted(found, key=lambda p: (p["id"] == "", p["id"], p["addresses"]))
 
     def wait_for_leader(self, timeout: float = 10.0) -> str:
         """Block until a leader is known; return its id. Raises :class:`NoLeaderError`."""
@@ -237,12 +296,72 @@ class Consensus:
     # -- membership -------------------------------------------------------------------------
 
     def add_member(self, node_id: str, timeout: float = 10.0) -> None:
-        """Add ``node_id`` to the configuration (forwarded to the leader)."""
-        self._membership_call(self._raft.add_member, node_id, timeout, "add")
+        """Add ``node_id`` to the configuration (forwarded to the leader). pysyncobj only: on
+        the native engine new members join by themselves (:meth:`join_member`)."""
+        if self._engine is not None:
+            raise JoinError("on the native engine a node joins by itself: start it")
+        self._membership_call(self._pysyncobj().add_member, node_id, timeout, "add")
+
+    def join_member(self, member_id: str, raft_address: str, timeout: float = 10.0) -> None:
+        """Native engine, on the leader: add a new member as a learner (promoted once it has
+        caught up) and wait until that change has committed. Raises :class:`JoinError` (a
+        removed id, a change that did not commit in time) or :class:`NoLeaderError`."""
+        engine = self._require_engine()
+        member = parse_hex_id(member_id)
+        self._change_membership(lambda: engine.add_learner(member, raft_address), timeout)
+
+    def member_id_of(self, text: str) -> str | None:
+        """The member id named by ``text``: an id, a Raft address or a host (None if none)."""
+        engine = self._engine
+        if engine is None:
+            return text if text in self._raft.members() else None
+        return engine.id_of(text)
 
     def remove_member(self, node_id: str, timeout: float = 10.0) -> None:
-        """Remove ``node_id`` from the configuration (forwarded to the leader)."""
-        self._membership_call(self._raft.remove_member, node_id, timeout, "remove")
+        """Remove ``node_id`` from the configuration (forwarded to the leader on pysyncobj; on
+        the native engine this node must lead, the command port forwards)."""
+        engine = self._engine
+        if engine is None:
+            self._membership_call(self._pysyncobj().remove_member, node_id, timeout, "remove")
+            return
+        member_id = self.member_id_of(node_id)
+        if member_id is None:
+            raise JoinError(f"{node_id} is not a member")
+        member = parse_hex_id(member_id)
+        self._change_membership(lambda: engine.remove(member), timeout)
+
+    def _pysyncobj(self) -> RaftNode:
+        assert isinstance(self._raft, RaftNode)
+        return self._raft
+
+    def _require_engine(self) -> EngineNode:
+        engine = self._engine
+        if engine is None:
+            raise JoinError("this node is not running the native engine (yet)")
+        return engine
+
+    def _change_membership(self, propose: Callable[[], int], timeout: float) -> None:
+        """Propose a change (retrying while another one is pending) and wait for its commit."""
+        engine = self._require_engine()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                index = propose()
+                break
+            except ProposalRefusedError as exc:
+                if exc.reason == "invalid-membership":
+                    raise JoinError(str(exc)) from None
+                if exc.reason == "not-leader":
+                    raise NoLeaderError(str(exc), leader=self.leader) from None
+                if time.monotonic() >= deadline:
+                    raise JoinError(f"membership change not accepted in time: {exc}") from None
+                time.sleep(0.05)
+        while engine.view.commit < index or engine.applied_index < index:
+            if not engine.is_leader:
+                raise JoinError("leadership moved before the change committed; ask again")
+            if time.monotonic() >= deadline:
+                raise JoinError(f"the membership change at index {index} did not commit in time")
+            time.sleep(0.01)
 
     def transfer_leadership(self, to: str | None = None, timeout: float = 10.0) -> str:
         """On the leader: hand leadership to ``to`` (or the most caught-up follower), wait
@@ -253,6 +372,9 @@ class Consensus:
         deadline = time.monotonic() + timeout
         if not self._raft.is_leader:
             raise ClusterError(f"{self.node_id} is not the leader (leader: {self.leader})")
+        engine = self._engine
+        if engine is not None:
+            return self._transfer_native(engine, to, deadline, timeout)
         self._raft.set_handing_over(True)
         try:
             while True:
@@ -261,7 +383,9 @@ class Consensus:
                     if moved is not None and moved != self.node_id:
                         return moved
                 try:
-                    self._membership_call(self._raft.transfer_leadership, to, 1.0, "transfer to")
+                    self._membership_call(
+                        self._pysyncobj().transfer_leadership, to, 1.0, "transfer to"
+                    )
                 except JoinError as exc:
                     if time.monotonic() >= deadline:
                         raise ClusterError(f"leadership transfer failed: {exc}") from None
@@ -274,6 +398,34 @@ class Consensus:
                     raise ClusterError(f"leadership did not move within {timeout:g}s")
         finally:
             self._raft.set_handing_over(False)
+
+    def _transfer_native(
+        self, engine: EngineNode, to: str | None, deadline: float, timeout: float
+    ) -> str:
+        target = self.member_id_of(to) if to is not None else None
+        if to is not None and target is None:
+            raise ClusterError(f"{to} is not a member")
+        engine.set_handing_over(True)
+        try:
+            while True:
+                if not engine.is_leader:
+                    moved = engine.leader
+                    if moved is not None and moved != self.node_id:
+                        return moved
+                choice = target or engine.best_transfer_target()
+                if choice is None:
+                    raise ClusterError("no other voter to hand leadership to")
+                try:
+                    engine.transfer_to(parse_hex_id(choice))
+                except ProposalRefusedError as exc:
+                    raise ClusterError(f"leadership transfer refused: {exc}") from None
+                moved = self._wait_leader_change(min(deadline, time.monotonic() + 2.0))
+                if moved is not None and (target is None or moved == target):
+                    return moved
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"leadership did not move within {timeout:g}s")
+        finally:
+            engine.set_handing_over(False)
 
     def _wait_leader_change(self, until: float) -> str | None:
         while time.monotonic() < until:
@@ -328,6 +480,11 @@ class Consensus:
             except ClusterError as exc:
                 log.warning("could not hand leadership over before stopping: %s", exc)
         self._raft.stop()
+        for close in self._closers:
+            try:
+                close()
+            except Exception:
+                log.exception("closing failed")
         self._loop.stop()
         self.peer_clients.close()
 
@@ -336,163 +493,3 @@ class Consensus:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def start(
-    tailnet: Tailnet,
-    state_machine: StateMachine,
-    cluster_tag: str,
-    config: Config | None = None,
-    *,
-    clock: Clock | None = None,
-) -> Consensus:
-    """Start a cluster member on this tailnet node and return it running.
-
-    The node must carry ``cluster_tag`` (:class:`NotTaggedError` otherwise). Its peers are the
-    tailnet nodes with that tag. Binds the Raft, command and (if ``monitor.serve``) monitor
-    ports on the node's own tailnet address only. Raises :class:`TsconsensusError` subclasses;
-    nothing is left running when it raises.
-    """
-    config = config or Config.default()
-    clock = clock or SystemClock()
-    me = tailnet.self_peer()
-    if not me.has_tag(cluster_tag):
-        raise NotTaggedError(
-            f"this node ({me.hostname}, {me.address}) does not carry the cluster tag "
-            f"{cluster_tag}; tag it in the tailnet's ACLs (tagOwners) and re-authenticate"
-        )
-    raft_port = config.ports.raft
-    node_id = str(NodeAddress(me.address, raft_port))
-
-    peer_clients = PeerClients(
-        source_address=me.address,
-        pool_size=config.command.pool_size,
-        connect_timeout_s=config.command.connect_timeout_s,
-        timeout_s=config.command.timeout_s + 5.0,
-    )
-
-    def join(peer: Peer) -> list[str]:
-        address = str(NodeAddress(peer.address, config.ports.command))
-        try:
-            return peer_clients.get(address).join(node_id)
-        except (KeyError, TypeError):
-            raise JoinError(f"{address} answered a join without a member list") from None
-
-    try:
-        members = decide_members(
-            me_id=node_id,
-            raft_port=raft_port,
-            tag=cluster_tag,
-            state_dir=config.storage.state_dir,
-            peers=tailnet.peers,
-            join=join,
-            bootstrap_expect=config.cluster.bootstrap_expect,
-            follow_only=config.cluster.follow_only,
-            timeout_s=config.cluster.join_timeout_s,
-        )
-    except BaseException:
-        peer_clients.close()
-        raise
-    write_members(config.storage.state_dir, members)
-    authorizer = Authorizer(tailnet, cluster_tag)
-    metrics = Metrics()
-    applier = LogApplier(
-        state_machine,
-        window_s=config.raft.dedup_window_s,
-        max_entries=config.raft.dedup_max_entries,
-    )
-    max_entry = config.command.max_body_bytes + 1024
-    raft = RaftNode(
-        node_id=node_id,
-        members=members,
-        applier=applier,
-        authorizer=authorizer,
-        raft=config.raft,
-        state_dir=config.storage.state_dir,
-        password=cluster_password(cluster_tag, config.cluster.secret),
-        max_entry_bytes=max_entry,
-        on_state_change=_on_state_change(node_id, metrics),
-    )
-    loop_thread = LoopThread(f"tsc-loop-{node_id}")
-    servers: list[HttpServer] = []
-    try:
-        executor = CommandExecutor(
-            raft,
-            clock,
-            attempt_timeout_s=max(2.0, 3 * config.raft.election_timeout_max_s),
-            max_entry_bytes=max_entry,
-        )
-        node = Consensus(
-            config=config,
-            cluster_tag=cluster_tag,
-            tailnet=tailnet,
-            raft=raft,
-            applier=applier,
-            executor=executor,
-            loop_thread=loop_thread,
-            servers=servers,
-            metrics=metrics,
-            peer_clients=peer_clients,
-        )
-
-        async def authorize(ip: str, port: int) -> bool:
-            if not getattr(tailnet, "may_block", True):
-                return authorizer.allows(ip, port)
-            # Asking tailscaled may block (a whois can wait for a userspace mapping): never
-            # on the loop that serves every other request.
-            return await asyncio.get_running_loop().run_in_executor(
-                None, authorizer.allows, ip, port
-            )
-
-        servers.append(
-            HttpServer(
-                name="command",
-                host=me.address,
-                port=config.ports.command,
-                routes=command_routes(node),
-                authorize=authorize,
-                max_body_bytes=config.command.max_body_bytes,
-                max_connections=config.http.max_connections,
-                max_connections_per_source=config.http.max_connections_per_source,
-            )
-        )
-        if config.monitor.serve:
-            servers.append(
-                HttpServer(
-                    name="monitor",
-                    host=me.address,
-                    port=config.ports.monitor,
-                    routes=monitor_routes(node),
-                    authorize=authorize,
-                    max_body_bytes=4096,
-                    max_connections=config.http.max_connections,
-                    max_connections_per_source=config.http.max_connections_per_source,
-                )
-            )
-        for server in servers:
-            try:
-                loop_thread.run(server.start(), timeout=10)
-            except OSError as exc:
-                raise TsconsensusError(
-                    f"cannot listen on {server.address} ({server.name} port): {exc.strerror or exc}"
-                ) from None
-    except BaseException:
-        for server in servers:
-            try:
-                loop_thread.run(server.stop(), timeout=5)
-            except Exception:
-                pass
-        raft.stop()
-        loop_thread.stop()
-        peer_clients.close()
-        raise
-    log.info("node %s started; members %s", node_id, ", ".join(members))
-    return node
-
-
-def _on_state_change(node_id: str, metrics: Metrics) -> Any:
-    def changed(old: RaftState, new: RaftState) -> None:
-        log.info("node %s: %s -> %s", node_id, old.value, new.value)
-        metrics.state_changed(old, new)
-
-    return changed

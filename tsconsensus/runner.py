@@ -6,9 +6,10 @@ import logging
 import threading
 
 from .config import Config
-from .consensus import Consensus, start
+from .consensus import Consensus
 from .errors import TailnetError
 from .loader import load_state_machine
+from .start import start
 from .tailnet import StaticTailnet, Tailnet
 
 log = logging.getLogger("tsconsensus.runner")

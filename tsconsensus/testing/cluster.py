@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,12 +24,14 @@ from typing import Any
 
 from ..address import NodeAddress
 from ..client import NodeClient
-from ..config import Config, PortsConfig, from_mapping, to_toml
+from ..config import Config, PortsConfig, RaftConfig, from_mapping, to_toml
 from ..errors import NodeUnreachableError, NoLeaderError, TsconsensusError
 from ..types import JSON
 from . import emulator_service
 from .emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
 
+ENGINE_ENV = "TSC_ENGINE"
+"""Test switch: the engine LocalCluster's nodes run when none is given."""
 MANIFEST = "cluster.json"
 
 
@@ -83,6 +86,8 @@ class LocalCluster:
         cluster_overrides: dict[str, Any] | None = None,
         tailnet: str = "static",
         emulator_process: bool = False,
+        engine: str | None = None,
+        secret: str | None = None,
     ) -> None:
         if tailnet not in ("static", "emulated"):
             raise TsconsensusError(f"tailnet must be 'static' or 'emulated', not {tailnet!r}")
@@ -102,6 +107,9 @@ class LocalCluster:
             raise TsconsensusError(f"--base-address {base_address} is not a loopback address")
         self.addresses = [str(base + i) for i in range(nodes)]
         self.cluster_overrides = dict(cluster_overrides or {})
+        # TSC_ENGINE lets a whole test suite run on one engine while both exist
+        self.engine = engine or os.environ.get(ENGINE_ENV) or RaftConfig().engine
+        self.secret = secret if secret is not None else secrets.token_hex(16)
         self.node_overrides: dict[int, dict[str, dict[str, Any]]] = {}
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         # "emulated": each node asks its own tailscaled emulator (in this process) over the
@@ -159,6 +167,12 @@ class LocalCluster:
     def log_path(self, i: int) -> Path:
         return self.directory / f"node{i + 1}.log"
 
+    def state_dir(self, i: int) -> str:
+        """Node ``i``'s state directory (``:memory:`` or empty for a cluster that keeps none)."""
+        if self.persistent:
+            return str(self.directory / f"node{i + 1}")
+        return ":memory:" if self.engine == "native" else ""
+
     def config(self, i: int) -> Config:
         if self.emulated is None:
             peers = [
@@ -176,14 +190,13 @@ class LocalCluster:
             "cluster": {
                 "tag": self.cluster_tag,
                 "state_machine": self.state_machine,
+                "secret": self.secret,
                 **self.cluster_overrides,
             },
             "ports": dataclasses.asdict(self.ports),
-            "raft": dict(self.raft_overrides),
+            "raft": {"engine": self.engine, **self.raft_overrides},
             "command": dict(self.command_overrides),
-            "storage": {
-                "state_dir": str(self.directory / f"node{i + 1}") if self.persistent else ""
-            },
+            "storage": {"state_dir": self.state_dir(i)},
             "tailnet": tailnet,
         }
         for section, values in self.node_overrides.get(i, {}).items():
@@ -210,6 +223,8 @@ class LocalCluster:
             "cluster_overrides": self.cluster_overrides,
             "tailnet": self.tailnet_kind,
             "emulator_process": self.emulator_process,
+            "engine": self.engine,
+            "secret": self.secret,
         }
         (self.directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if self.emulated is not None:
@@ -237,6 +252,8 @@ class LocalCluster:
             cluster_overrides=m.get("cluster_overrides"),
             tailnet=m.get("tailnet", "static"),
             emulator_process=m.get("emulator_process", False),
+            engine=m.get("engine"),
+            secret=m.get("secret", ""),
         )
         if (
             cluster.emulated is not None
@@ -363,7 +380,10 @@ class LocalCluster:
         return str(NodeAddress(self.addresses[i], self.ports.monitor))
 
     def node_id(self, i: int) -> str:
-        """Node ``i``'s member id (``host:raft_port``)."""
+        """Node ``i``'s member id: ``host:raft_port`` on pysyncobj; on the native engine the
+        random id it reports (it changes when the node's storage is wiped)."""
+        if self.engine == "native":
+            return str(self.status(i)["node_id"])
         return str(NodeAddress(self.addresses[i], self.ports.raft))
 
     def client(self, i: int, *, timeout: float = 10.0) -> NodeClient:

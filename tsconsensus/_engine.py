@@ -1,0 +1,413 @@
+"""The project's own Raft engine behind the interface the rest of the package uses.
+
+:class:`EngineNode` runs a :class:`~tsconsensus.raft.driver.Driver` and adds what the engine
+leaves to its user: commands are gathered into log entries (group commit), a follower forwards
+them to the leader over the Raft transport, and every waiting caller is found again by its
+request id when the entry is applied (on whichever node it waits). Member ids are random
+64-bit numbers, shown as 16 hex digits; an address (``host:raft_port``) is an attribute.
+
+Threads: :meth:`submit` and the status properties may be called from any thread; everything
+that touches the driver runs on the node's loop; the applier runs on the driver's apply thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import itertools
+import logging
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from ._applier import LogApplier, join_entries
+from ._raft_model import FailReason, SubmitCallback
+from .errors import ProposalRefusedError
+from .raft import Entry, EntryKind, MembershipChange, MembershipOp, Role, Snapshot
+from .raft.driver import Driver, DriverView
+from .types import CommandResult, MemberStatus, NodeStatus, RaftState
+
+log = logging.getLogger("tsconsensus.engine")
+T = TypeVar("T")
+
+_FORWARD = b"F"
+_REFUSED = b"R"
+_HEAD = struct.Struct(">cQI")  # kind, forward id, count (FORWARD) or reason code (REFUSED)
+_LEN = struct.Struct(">I")
+_REASONS = [
+    FailReason.NOT_LEADER,
+    FailReason.NO_LEADER,
+    FailReason.QUEUE_FULL,
+    FailReason.DENIED,
+    FailReason.LEADER_CHANGED,
+]
+_REFUSAL = {
+    "not-leader": FailReason.NOT_LEADER,
+    "transferring": FailReason.NOT_LEADER,
+    "overloaded": FailReason.QUEUE_FULL,
+    "too-large": FailReason.DENIED,
+}
+_ROLES = {
+    Role.LEADER: RaftState.LEADER,
+    Role.CANDIDATE: RaftState.CANDIDATE,
+    Role.PRE_CANDIDATE: RaftState.FOLLOWER,
+    Role.FOLLOWER: RaftState.FOLLOWER,
+}
+FORWARD_TIMEOUT_S = 5.0
+
+
+def hex_id(member: int) -> str:
+    return f"{member:016x}"
+
+
+def parse_hex_id(text: str) -> int:
+    """A member id from its 16 hex digits; ValueError otherwise."""
+    if len(text) != 16:
+        raise ValueError(f"{text!r} is not a member id (16 hex digits)")
+    value = int(text, 16)
+    if value == 0:
+        raise ValueError("member id 0 is not valid")
+    return value
+
+
+def encode_forward(forward_id: int, commands: Sequence[bytes]) -> bytes:
+    parts = [_HEAD.pack(_FORWARD, forward_id, len(commands))]
+    for c in commands:
+        parts.append(_LEN.pack(len(c)))
+        parts.append(c)
+    return b"".join(parts)
+
+
+def decode_driver_frame(payload: bytes) -> tuple[bytes, int, int, list[bytes]]:
+    """(kind, forward id, reason code, commands); ValueError on anything malformed."""
+    if len(payload) < _HEAD.size:
+        raise ValueError("short driver frame")
+    kind, forward_id, count = _HEAD.unpack_from(payload)
+    if kind == _REFUSED:
+        return kind, forward_id, count, []
+    if kind != _FORWARD:
+        raise ValueError(f"unknown driver frame kind {kind!r}")
+    commands, offset = [], _HEAD.size
+    for _ in range(count):
+        if offset + 4 > len(payload):
+            raise ValueError("truncated forward frame")
+        (n,) = _LEN.unpack_from(payload, offset)
+        offset += 4
+        if offset + n > len(payload):
+            raise ValueError("truncated forward frame")
+        commands.append(payload[offset : offset + n])
+        offset += n
+    if offset != len(payload):
+        raise ValueError("trailing bytes in a forward frame")
+    return kind, forward_id, 0, commands
+
+
+class EngineNode:
+    """One member on the new engine. Build it, then :meth:`start` it on the node's loop."""
+
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        make_driver: Callable[..., Driver],
+        applier: LogApplier,
+        address: str,
+        max_batch_bytes: int,
+        on_state_change: Callable[[RaftState, RaftState], None] | None = None,
+    ) -> None:
+        self.loop = loop
+        self._applier = applier
+        self._address = address
+        self._max_batch = max_batch_bytes
+        self._on_state_change = on_state_change
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[SubmitCallback]] = {}
+        self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._wake_scheduled = False
+        self._forward_ids = itertools.count(1)
+        self._forwards: dict[int, list[str]] = {}
+        self._handing_over = False
+        self._state = RaftState.FOLLOWER
+        self.driver: Driver = make_driver(
+            apply=self._apply,
+            take_snapshot=self._take_snapshot,
+            restore=self._restore,
+            on_driver_frame=self._on_driver_frame,
+            on_view=self._on_view,
+        )
+        self.node_id = hex_id(self.driver.core.id)
+        self._applied = self.driver.applied
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.driver.start()
+
+    async def stop_async(self) -> None:
+        await self.driver.stop()
+        self._fail_all(FailReason.NO_LEADER)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.loop.is_closed() or not self.loop.is_running():
+            return
+        asyncio.run_coroutine_threadsafe(self.stop_async(), self.loop).result(timeout)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def on_raft_thread(self) -> bool:
+        """True on the apply thread (where the state machine runs)."""
+        return self.driver.on_apply_thread()
+
+    def submit(self, entry: bytes, callback: SubmitCallback, *, request_id: str) -> None:
+        """Queue an encoded command; ``callback`` runs once with its outcome (when applied on
+        this node) or a reason it will not come (retry with the same id)."""
+        with self._lock:
+            self._waiters.setdefault(request_id, []).append(callback)
+            self._queue.append((request_id, entry))
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._wake_scheduled = False
+            pending = list(self._queue)
+            self._queue.clear()
+        if not pending:
+            return
+        view = self.driver.view
+        if view.role is Role.LEADER and not self._handing_over:
+            for batch in self._batches(pending):
+                self._propose_batch(batch, [rid for rid, _ in batch])
+            return
+        if self._handing_over or view.leader == 0:
+            self._fail([rid for rid, _ in pending], FailReason.NO_LEADER)
+            return
+        for batch in self._batches(pending):
+            forward_id = next(self._forward_ids)
+            self._forwards[forward_id] = [rid for rid, _ in batch]
+            self.loop.call_later(FORWARD_TIMEOUT_S, self._forwards.pop, forward_id, None)
+            self.driver.send_driver(view.leader, encode_forward(forward_id, [e for _, e in batch]))
+
+    def _batches(self, pending: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
+        batches: list[list[tuple[str, bytes]]] = [[]]
+        size = 0
+        for item in pending:
+            if batches[-1] and size + len(item[1]) > self._max_batch:
+                batches.append([])
+                size = 0
+            batches[-1].append(item)
+            size += len(item[1]) + 1
+        return batches
+
+    def _propose_batch(self, batch: Sequence[tuple[str, bytes]], request_ids: list[str]) -> str:
+        """Propose on this (leader) node; the refusal reason, or '' when appended."""
+        try:
+            self.driver.propose(join_entries([e for _, e in batch], 0.0))
+        except ProposalRefusedError as exc:
+            self._fail(request_ids, _REFUSAL.get(exc.reason, FailReason.NOT_LEADER))
+            return exc.reason
+        return ""
+
+    def _on_driver_frame(self, member: int, payload: bytes) -> None:
+        try:
+            kind, forward_id, code, commands = decode_driver_frame(payload)
+        except ValueError as exc:
+            log.warning("dropping a bad driver frame from %016x: %s", member, exc)
+            return
+        if kind == _REFUSED:
+            ids = self._forwards.pop(forward_id, None)
+            if ids:
+                self._fail(ids, _REASONS[code] if code < len(_REASONS) else FailReason.NOT_LEADER)
+            return
+        view = self.driver.view
+        reason = ""
+        if view.role is not Role.LEADER or self._handing_over:
+            reason = "not-leader"
+        else:
+            for batch in self._batches([("", c) for c in commands]):
+                reason = self._propose_batch(batch, []) or reason
+        if reason:
+            code = _REASONS.index(_REFUSAL.get(reason, FailReason.NOT_LEADER))
+            self.driver.send_driver(member, _HEAD.pack(_REFUSED, forward_id, code))
+
+    def _fail(self, request_ids: Sequence[str], reason: FailReason) -> None:
+        callbacks: list[SubmitCallback] = []
+        with self._lock:
+            for rid in request_ids:
+                callbacks.extend(self._waiters.pop(rid, []))
+        for cb in callbacks:
+            cb(None, reason)
+
+    def _fail_all(self, reason: FailReason) -> None:
+        with self._lock:
+            ids = list(self._waiters)
+        self._fail(ids, reason)
+
+    # -- the apply thread -------------------------------------------------------------------
+
+    def _apply(self, entries: Sequence[Entry]) -> None:
+        for e in entries:
+            if e.kind is EntryKind.NORMAL:
+                outcomes = self._applier.apply_logged(e.data, e.index, e.time / 1000.0)
+                if outcomes:
+                    self._resolve(outcomes)
+            self._applied = e.index
+
+    def _resolve(self, outcomes: list[tuple[str, CommandResult]]) -> None:
+        callbacks: list[tuple[SubmitCallback, CommandResult]] = []
+        with self._lock:
+            if not self._waiters:
+                return
+            for rid, outcome in outcomes:
+                for cb in self._waiters.pop(rid, ()):
+                    callbacks.append((cb, outcome))
+        for cb, outcome in callbacks:
+            cb(outcome, None)
+
+    def _take_snapshot(self) -> tuple[int, bytes]:
+        return self._applied, self._applier.snapshot()
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        self._applier.restore(bytes(snapshot.data))
+        self._applied = snapshot.meta.index
+
+    def call_on_raft_thread(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn`` on the apply thread between two applied entries."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        self.driver.call_on_apply_thread(run)
+        return future
+
+    # -- status -----------------------------------------------------------------------------
+
+    def _on_view(self, view: DriverView) -> None:
+        state = _ROLES[view.role]
+        if state is not self._state:
+            old, self._state = self._state, state
+            if state is not RaftState.LEADER and old is RaftState.LEADER:
+                self._fail_all(FailReason.LEADER_CHANGED)
+            if self._on_state_change is not None:
+                self._on_state_change(old, state)
+
+    @property
+    def applied_index(self) -> int:
+        """The last entry applied on this node (written by the apply thread)."""
+        return self._applied
+
+    @property
+    def view(self) -> DriverView:
+        return self.driver.view
+
+    @property
+    def leader(self) -> str | None:
+        leader = self.driver.view.leader
+        return None if leader == 0 else hex_id(leader)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.driver.view.role is Role.LEADER
+
+    def members(self) -> list[str]:
+        """The member ids of the configuration in force, this node first."""
+        ids = [hex_id(p.id) for p in self.driver.view.peers]
+        return [self.node_id, *sorted(i for i in ids if i != self.node_id)]
+
+    def address_of(self, node_id: str) -> str | None:
+        """The Raft address (``host:port``) recorded for a member id."""
+        for p in self.driver.view.peers:
+            if hex_id(p.id) == node_id:
+                return p.address
+        return None
+
+    def id_of(self, text: str) -> str | None:
+        """A member id from its hex form or from its address (``host:port`` or ``host``)."""
+        for p in self.driver.view.peers:
+            host = p.address.rpartition(":")[0].strip("[]")
+            if text in (hex_id(p.id), p.address, host):
+                return hex_id(p.id)
+        return None
+
+    def status(self) -> NodeStatus:
+        view = self.driver.view
+        last = view.last_index
+        members = []
+        for p in view.peers:
+            connected = p.id == view.member_id or (
+                p.last_heard_s is not None and p.last_heard_s < 3.0
+            )
+            members.append(
+                MemberStatus(
+                    id=hex_id(p.id),
+                    address=p.address.rpartition(":")[0].strip("[]"),
+                    connected=connected,
+                    match_index=p.match,
+                    lag=None if p.match is None else max(0, last - p.match),
+                    is_self=p.id == view.member_id,
+                    last_contact_s=None if p.id == view.member_id else p.last_heard_s,
+                )
+            )
+        return NodeStatus(
+            node_id=self.node_id,
+            address=self._address.rpartition(":")[0].strip("[]"),
+            state=_ROLES[view.role],
+            leader=self.leader,
+            term=view.term,
+            commit_index=view.commit,
+            applied_index=self._applied,
+            has_quorum=view.has_quorum,
+            members=tuple(members),
+        )
+
+    # -- membership and leadership ----------------------------------------------------------
+
+    def _on_loop(self, fn: Callable[[], T], timeout: float) -> T:
+        return asyncio.run_coroutine_threadsafe(_call(fn), self.loop).result(timeout)
+
+    def add_learner(self, member: int, address: str, timeout: float = 10.0) -> int:
+        """On the leader: propose adding ``member`` as a learner; the entry's index. Raises
+        :class:`ProposalRefusedError` (not the leader, a change pending, a removed id)."""
+        change = MembershipChange(MembershipOp.ADD_LEARNER, member, address)
+        return self._on_loop(lambda: self.driver.propose_membership(change)[0], timeout)
+
+    def remove(self, member: int, timeout: float = 10.0) -> int:
+        change = MembershipChange(MembershipOp.REMOVE, member)
+        return self._on_loop(lambda: self.driver.propose_membership(change)[0], timeout)
+
+    def set_handing_over(self, on: bool) -> None:
+        self._handing_over = on
+
+    @property
+    def address(self) -> str:
+        """This member's Raft address (``host:port``)."""
+        return self._address
+
+    def best_transfer_target(self) -> str | None:
+        """The voter (not this node) with the highest match index, as a member id."""
+        view = self.driver.view
+        voters = [p for p in view.peers if p.voter and p.id != view.member_id]
+        if not voters:
+            return None
+        best = max(voters, key=lambda p: (p.match or 0, -(p.last_heard_s or 1e9)))
+        return hex_id(best.id)
+
+    def recheck_connections(self) -> None:
+        """A peer lost its tag: close Raft connections that are no longer allowed (any thread)."""
+        self.loop.call_soon_threadsafe(self.driver.transport.recheck)
+
+    def transfer_to(self, member: int, timeout: float = 5.0) -> None:
+        self._on_loop(lambda: self.driver.transfer_leadership(member), timeout)
+
+
+async def _call(fn: Callable[[], T]) -> T:
+    return fn()
