@@ -14,7 +14,7 @@ it runs on a loopback base address of its own, without partitions.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import logging
 import os
 import random
@@ -37,6 +37,7 @@ from .clients import Caller, Client, Workload, final_reads, run_clock
 from .control import ClusterControl, Observer, wait_until
 from .nemesis import Nemesis
 from .options import RunOptions
+from .replicas import converge
 from .report import Judgement, RunReport, RunVerdict, judge
 
 log = logging.getLogger("tsconsensus.testing.faults")
@@ -82,7 +83,11 @@ def run(options: RunOptions) -> RunReport:
         base_address=base,
         raft_overrides=dict(options.raft),
         state_machine=options.state_machine,
+        engine=options.engine,
     )
+    options = dataclasses.replace(options, engine=cluster.engine)  # what ran, for the record
+    if cluster.engine != "native" and (options.power_loss or options.plant):
+        notes.append(f"the {cluster.engine} engine knows neither TSC_POWER_LOSS nor planted bugs")
     log.info("fault run: seed %d, files in %s", seed, directory)
     try:
         with RunNamespace() if why_not is None else contextlib.nullcontext() as namespace:
@@ -187,6 +192,7 @@ def _report(
     return RunReport(
         seed=seed,
         command=options.command(seed),
+        engine=options.engine or "",
         nodes=options.nodes,
         duration_s=options.duration_s,
         nemeses=nemeses,
@@ -348,37 +354,12 @@ def _final_phase(
         problems.append(
             f"no read was answered after healing for {len(missing)} key(s): {missing[:5]}"
         )
-    replicas, issue = converge(control, [i for i in members if i not in late], timeout)
+    replicas, issue = converge(
+        control, [i for i in members if i not in late], timeout, ctx.directory / "snapshots"
+    )
     if issue:
         problems.append(issue)
     return replicas
-
-
-def converge(
-    control: ClusterControl, nodes: list[int], timeout: float
-) -> tuple[dict[str, tuple[int, str]], str | None]:
-    """Wait until ``nodes`` have applied the same index (and all they know committed), then
-    hash each one's snapshot (``GET /v1/snapshot``). Returns ``{name: (index, sha256)}`` and a
-    problem: states that differ at one index, or no agreement within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    hashes: dict[str, tuple[int, str]] = {}
-    while True:
-        statuses = [control.status(i, timeout=2.0) for i in nodes]
-        indexes = {(s["applied_index"], s["commit_index"]) for s in statuses if s is not None}
-        if None not in statuses and len(indexes) == 1 and len(set(next(iter(indexes)))) == 1:
-            hashes = {}
-            with contextlib.suppress(TsconsensusError):
-                for i in nodes:
-                    with control.cluster.monitor(i, timeout=10.0) as monitor:
-                        index, data = monitor.snapshot()
-                    hashes[control.name(i)] = (index, hashlib.sha256(data).hexdigest())
-                if len({state for _, state in hashes.values()}) == 1:
-                    return hashes, None
-                if len({index for index, _ in hashes.values()}) == 1:
-                    return hashes, f"replicas differ at the same index: {hashes}"
-        if time.monotonic() >= deadline:
-            return hashes, f"replicas did not converge within {timeout:g}s: {statuses}"
-        time.sleep(0.2)
 
 
 def _write_history(ctx: _Run, operations: list[Operation]) -> Path | None:
