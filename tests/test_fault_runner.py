@@ -92,6 +92,25 @@ def test_a_cluster_that_loses_acknowledged_writes_fails_the_run(tmp_path: Path) 
     assert (tmp_path / "run" / "history.jsonl").exists(), "a failing run keeps its history"
 
 
+def test_replicas_that_differ_fail_the_run(tmp_path: Path) -> None:
+    report = run(
+        RunOptions(
+            nodes=3,
+            duration_s=3,
+            seed=2,
+            nemeses=(),
+            directory=tmp_path / "run",
+            state_machine="tests.fault_machines:DivergentKeyValue",
+        )
+    )
+    summary = format_report(report)
+    print(summary)
+    assert report.judgement.check is not None and report.judgement.check.ok
+    assert report.exit_code == 1, summary
+    assert any("replicas differ" in problem for problem in report.judgement.problems)
+    assert len(list((tmp_path / "run" / "snapshots").iterdir())) == 3
+
+
 def test_verdict_fails_on_a_stale_read_and_on_problems() -> None:
     good = [
         put("c1", "k", 1, 0.0, 1.0, None),
