@@ -268,8 +268,9 @@ class ClusterControl:
         with self._lock:
             if i not in self._down:
                 raise TsconsensusError(f"{self.name(i)} must be down to wipe its state")
-            state_dir = self.cluster.config(i).storage.state_dir
-            if state_dir:
+            state_dir = Path(self.cluster.config(i).storage.state_dir)
+            # only a directory of this cluster's own (never ":memory:" read as a path)
+            if state_dir.is_absolute() and state_dir.is_relative_to(self.cluster.directory):
                 shutil.rmtree(state_dir, ignore_errors=True)
 
     # -- the end ----------------------------------------------------------------------------
