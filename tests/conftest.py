@@ -14,7 +14,6 @@ FAST_RAFT = {
     "heartbeat_interval_s": 0.05,
     "election_timeout_min_s": 0.3,
     "election_timeout_max_s": 0.6,
-    "leader_lease_timeout_s": 0.9,
 }
 
 

@@ -64,7 +64,6 @@ def test_config_is_frozen() -> None:
         ("[raft]\nelection_timeout_min_s = -1", "raft.election_timeout_min_s", -1.0),
         ("[raft]\nheartbeat_interval_s = 0.25", "raft.heartbeat_interval_s", 0.25),
         ("[raft]\nelection_timeout_max_s = 0.6", "raft.election_timeout_max_s", 0.6),
-        ("[raft]\nconnection_timeout_s = 1.0", "raft.connection_timeout_s", 1.0),
         ("[raft]\nbogus = 1", "raft.bogus", 1),
         ("[nope]\nx = 1", "nope", {"x": 1}),
         ("[cluster]\ntag = 'db'", "cluster.tag", "db"),

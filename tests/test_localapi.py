@@ -128,7 +128,7 @@ def test_authorization_units(emulator: LocalAPIEmulator, tailnet: EmulatedTailne
 def test_no_status_denies_all(tmp_path: Path) -> None:
     auth = Authorizer(LocalAPITailnet(str(tmp_path / "no-daemon.sock")), TAG)
     assert not auth.allows("100.64.0.2", 1)
-    assert not auth.may_dial("100.64.0.2")
+    assert not auth.allows("100.64.0.2", 0, patient=False)
 
 
 def test_emulator_socket_is_a_real_unix_socket(emulator: LocalAPIEmulator) -> None:

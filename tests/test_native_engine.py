@@ -52,7 +52,9 @@ def test_a_frame_declaring_2_gb_is_refused_at_once_and_the_leader_keeps_its_term
 def test_a_pickle_frame_under_a_mac_derived_from_the_tag_executes_nothing(
     make_cluster: Make, tmp_path: Path
 ) -> None:
-    from tsconsensus._wire import FrameAuthenticator
+    import hashlib
+    import struct
+
     from tsconsensus.authorization import cluster_password
 
     cluster = make_cluster(3)
@@ -63,10 +65,16 @@ def test_a_pickle_frame_under_a_mac_derived_from_the_tag_executes_nothing(
         def __reduce__(self) -> tuple[object, tuple[str]]:
             return (os.system, (f"touch {canary}",))
 
-    # what an attacker who knows only the tag could forge (the old engine's frame format)
-    forged = FrameAuthenticator(cluster_password(cluster.cluster_tag)).encrypt_at_time(
-        pickle.dumps(Bomb()), int(time.time())
-    )
+    # what an attacker who knows only the tag could forge: pysyncobj's frames under the old
+    # engine's MAC (keyed BLAKE2b with a key derived from the tag and an empty secret)
+    key = hashlib.sha256(
+        b"tsconsensus-raft-frame\0" + cluster_password(cluster.cluster_tag).encode()
+    ).digest()
+    header = struct.pack(">BQ", 1, int(time.time()))
+    body = pickle.dumps(Bomb())
+    mac = hashlib.blake2b(header, key=key, digest_size=32)
+    mac.update(body)
+    forged = header + mac.digest() + body
     member = next(i for i in range(3) if i != leader)
     for payload in (forged, encode_header(FrameKind.RAFT, len(forged), 1, 1, 2) + forged):
         with socket.create_connection(

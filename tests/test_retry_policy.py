@@ -4,7 +4,7 @@ import pytest
 
 from tsconsensus import CommandResult, InvalidCommandError
 from tsconsensus._executor import _Attempts
-from tsconsensus._raft_model import FailReason
+from tsconsensus._outcomes import FailReason
 
 
 def test_success_is_returned() -> None:

@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from ._applier import LogApplier, join_entries
-from ._raft_model import FailReason, SubmitCallback
+from ._outcomes import FailReason, SubmitCallback
+from .address import NodeAddress
 from .errors import ProposalRefusedError
 from .raft import Entry, EntryKind, MembershipChange, MembershipOp, Role, Snapshot
 from .raft.driver import Driver, DriverView
@@ -333,7 +334,7 @@ class EngineNode:
     def id_of(self, text: str) -> str | None:
         """A member id from its hex form or from its address (``host:port`` or ``host``)."""
         for p in self.driver.view.peers:
-            host = p.address.rpartition(":")[0].strip("[]")
+            host = _host(p.address)
             if text in (hex_id(p.id), p.address, host):
                 return hex_id(p.id)
         return None
@@ -349,7 +350,7 @@ class EngineNode:
             members.append(
                 MemberStatus(
                     id=hex_id(p.id),
-                    address=p.address.rpartition(":")[0].strip("[]"),
+                    address=_host(p.address),
                     connected=connected,
                     match_index=p.match,
                     lag=None if p.match is None else max(0, last - p.match),
@@ -359,7 +360,7 @@ class EngineNode:
             )
         return NodeStatus(
             node_id=self.node_id,
-            address=self._address.rpartition(":")[0].strip("[]"),
+            address=_host(self._address),
             state=_ROLES[view.role],
             leader=self.leader,
             term=view.term,
@@ -407,6 +408,14 @@ class EngineNode:
 
     def transfer_to(self, member: int, timeout: float = 5.0) -> None:
         self._on_loop(lambda: self.driver.transfer_leadership(member), timeout)
+
+
+def _host(raft_address: str) -> str:
+    """The host of a member's Raft address as recorded in the configuration."""
+    try:
+        return NodeAddress.parse(raft_address).host
+    except ValueError:
+        return raft_address  # shown as recorded
 
 
 async def _call(fn: Callable[[], T]) -> T:

@@ -16,10 +16,10 @@ import itertools
 import logging
 import threading
 import uuid
+from typing import Protocol
 
 from ._applier import encode_entry, encode_restore_entry
-from ._raft import RaftNode
-from ._raft_model import FailReason
+from ._outcomes import FailReason, SubmitCallback
 from .clock import Clock
 from .errors import CommandTimeoutError, InvalidCommandError, NoLeaderError
 from .types import Command, CommandResult
@@ -68,11 +68,22 @@ class _Attempts:
         return pause
 
 
+class Submitter(Protocol):
+    """What the executor needs from the engine."""
+
+    @property
+    def leader(self) -> str | None: ...
+
+    def on_raft_thread(self) -> bool: ...
+
+    def submit(self, entry: bytes, callback: SubmitCallback, *, request_id: str) -> None: ...
+
+
 class CommandExecutor:
-    """Runs commands through a :class:`RaftNode`."""
+    """Runs commands through a :class:`Submitter` (the engine)."""
 
     def __init__(
-        self, raft: RaftNode, clock: Clock, *, attempt_timeout_s: float, max_entry_bytes: int
+        self, raft: Submitter, clock: Clock, *, attempt_timeout_s: float, max_entry_bytes: int
     ) -> None:
         self._raft = raft
         self._clock = clock

@@ -25,7 +25,7 @@ from ._engine import EngineNode, hex_id
 from ._executor import CommandExecutor
 from ._http import HttpServer
 from ._loop import LoopThread
-from ._raft_model import FailReason
+from ._outcomes import FailReason
 from .address import NodeAddress
 from .authorization import Authorizer, cluster_password
 from .client import PeerClients

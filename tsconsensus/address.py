@@ -1,14 +1,10 @@
 """A node's address, ``host:port``: parsed and formatted in this one place.
 
-Member ids (``host:raft_port``), the command and monitor addresses, and ``--address`` options
-are all :class:`NodeAddress` values on the way in and ``str(address)`` on the way out, so every
-place agrees on brackets for IPv6, on what a port is, and on the canonical spelling of an IP.
-
-Still done by hand, in the pysyncobj adapter that the new engine replaces (left untouched):
-``_wire.split_node_id`` (used by ``_raft.py`` and ``_raft_model.py``), and pysyncobj's own
-``TCPNode`` (``rsplit(':')``, IPv4 only), which cannot dial a bracketed IPv6 id. The new engine
-should take member addresses as :class:`NodeAddress`. ``testing/emulator.py`` parses tailscaled's
-``whois?addr=`` by hand on purpose: that parameter also takes port 0 and a bare IP.
+Members' Raft addresses, the command and monitor addresses, and ``--address`` options are all
+:class:`NodeAddress` values on the way in and ``str(address)`` on the way out, so every place
+agrees on brackets for IPv6, on what a port is, and on the canonical spelling of an IP.
+(``testing/emulator.py`` parses tailscaled's ``whois?addr=`` by hand on purpose: that parameter
+also takes port 0 and a bare IP.)
 """
 
 from __future__ import annotations

@@ -52,17 +52,13 @@ class Authorizer:
             return False
         return True
 
-    def may_dial(self, ip: str) -> bool:
-        """True only if ``ip`` belongs to a tailnet node carrying the cluster tag."""
-        return self.allows(ip, 0, patient=False)
-
 
 def cluster_password(cluster_tag: str, secret: str = "") -> str:
     """The Raft password every member of one cluster derives alike.
 
-    It keeps two clusters from ever mixing, and makes pysyncobj authenticate (and encrypt)
-    every frame before unpickling it. Derived from the tag and an optional shared secret; the
-    secret is what makes it unguessable to someone who knows the tag.
+    It keys the MAC of every Raft frame (and keeps two clusters from ever mixing). Derived from
+    the tag and the shared secret; the secret is what makes it unguessable to someone who
+    knows the tag.
     """
     material = f"tsconsensus/v1\x00{cluster_tag}\x00{secret}".encode()
     return hashlib.sha256(material).hexdigest()

@@ -9,18 +9,14 @@ Responses:
 - 503 ``{"error": ..., "leader": null|"host:command_port"}`` when no leader confirmed the
   command within the timeout (retrying with the same ``request_id`` is safe).
 
-``POST /v1/join`` ``{"id": "host:raft_port"}``: add the calling node (a node may only add
-itself: the id's host must be the caller's address) to the configuration; forwarded to the
-leader; already a member is a 200 too. Answers ``{"members": [...], "leader": ...}``.
-``POST /v1/members/remove`` ``{"id": ...}``: remove a member (forwarded to the leader); 409
-with ``members`` if the id is not a member. Ids must be valid ``host:port`` (an IP address or
-hostname, a port from 1 to 65535; IPv6 in brackets), else 400; they are used in their
-canonical form (:class:`tsconsensus.NodeAddress`).
+``GET /v1/identity``, ``POST /v1/join`` and ``POST /v1/members/remove``: see
+:mod:`tsconsensus.member_routes`.
 ``POST /v1/snapshot/restore`` ``{"data": base64, "sha256": hex}``: replace the state machine's
 state on every node at one log position; answers like ``/v1/execute`` (the result is
 ``{"restored_bytes": n}``). ``/v1/execute`` has no reserved command names.
 ``POST /v1/leader/transfer`` ``{"to": id|null}``: move leadership (forwarded to the leader);
-answers ``{"leader": new}``, 409 if it did not move.
+``to`` is a member id or its Raft address; answers ``{"leader": new id, "leader_address":
+host:raft_port}``, 409 if it did not move.
 ``POST /v1/node/stop``: only from the node's own address; ends ``tsc node start`` cleanly
 (leadership handed over first).
 """
@@ -31,13 +27,12 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import ipaddress
 from typing import Any, Protocol
 
 from ._http import Handler, Request, Response, error
-from .address import NodeAddress
 from .client import PeerClients
-from .errors import ClusterError, InvalidCommandError, JoinError, NoLeaderError, TsconsensusError
+from .errors import ClusterError, InvalidCommandError, NoLeaderError, TsconsensusError
+from .member_routes import member_routes
 from .safejson import loads
 from .types import Command, CommandResult
 
@@ -53,10 +48,6 @@ class CommandNode(Protocol):
 
     @property
     def leader(self) -> str | None: ...
-
-    def add_member(self, node_id: str, timeout: float = 10.0) -> None: ...
-
-    def remove_member(self, node_id: str, timeout: float = 10.0) -> None: ...
 
     @property
     def is_leader(self) -> bool: ...
@@ -138,47 +129,6 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
             return error(503, str(exc), leader=node.command_address_of(exc.leader))
         return _outcome(outcome)
 
-    async def join(request: Request) -> Response:
-        try:
-            address = _member_id(request.body)
-        except ValueError as exc:
-            return error(400, str(exc))
-        if address.host != _canonical_ip(request.peer[0]):
-            return error(
-                403, f"a node may only ask to add itself ({request.peer[0]}), not {address.host}"
-            )
-        return await _change(str(address), add=True)
-
-    async def remove(request: Request) -> Response:
-        try:
-            address = _member_id(request.body)
-        except ValueError as exc:
-            return error(400, str(exc))
-        members = node.members()
-        if str(address) not in members:
-            listed = ", ".join(sorted(members))
-            return error(409, f"{address} is not a member (members: {listed})", members=members)
-        return await _change(str(address), add=False)
-
-    async def _change(node_id: str, add: bool) -> Response:
-        if add and node_id in node.members():  # already done: joining twice is harmless
-            return Response(200, {"members": node.members(), "leader": node.leader})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + node.default_timeout_s
-        change = node.add_member if add else node.remove_member
-        while True:
-            try:
-                await loop.run_in_executor(None, change, node_id, max(0.5, deadline - loop.time()))
-                break
-            except JoinError as exc:
-                # One membership change at a time: a pending one denies the next; retry.
-                if loop.time() >= deadline:
-                    return error(503, str(exc), leader=node.command_address_of(node.leader))
-                await asyncio.sleep(0.1)
-        members = set(node.members())
-        members = members | {node_id} if add else members - {node_id}
-        return Response(200, {"members": sorted(members), "leader": node.leader})
-
     async def transfer(request: Request) -> Response:
         try:
             data: Any = loads(request.body or b"{}")
@@ -186,7 +136,7 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
             if to is not None:
                 if not isinstance(to, str):
                     raise ValueError("'to' must be a member id or null")
-                to = to if getattr(node, "native", False) else str(NodeAddress.parse(to))
+                pass  # a member id or a Raft address: the node resolves it
         except ValueError as exc:
             return error(400, f"bad body: {exc}")
         loop = asyncio.get_running_loop()
@@ -222,35 +172,14 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
         ("POST", "/v1/leader/transfer"): transfer,
         ("POST", "/v1/node/stop"): stop_node,
         ("POST", "/v1/execute"): execute,
-        ("POST", "/v1/join"): join,
-        ("POST", "/v1/members/remove"): remove,
         ("POST", "/v1/snapshot/restore"): restore,
     }
-    if getattr(node, "native", False):
-        from .member_routes import member_routes
-
-        routes.update(member_routes(node))  # type: ignore[arg-type]
+    routes.update(member_routes(node))  # type: ignore[arg-type]
     return routes
 
 
 def _outcome(outcome: CommandResult) -> Response:
     return Response(200, {"result": outcome.result, "error": outcome.error, "index": outcome.index})
-
-
-def _member_id(body: bytes) -> NodeAddress:
-    """The ``id`` of a join or remove body; raises ValueError (400) naming what is wrong."""
-    data: Any = loads(body)
-    node_id = data.get("id") if isinstance(data, dict) else None
-    if not isinstance(node_id, str):
-        raise ValueError('body must be {"id": "host:raft_port"}')
-    return NodeAddress.parse(node_id)
-
-
-def _canonical_ip(ip: str) -> str:
-    try:
-        return str(ipaddress.ip_address(ip))
-    except ValueError:
-        return ip
 
 
 def _restore_body(body: bytes) -> tuple[bytes, str]:

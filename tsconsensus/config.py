@@ -59,7 +59,7 @@ class ClusterConfig:
     """``module:factory`` of the state machine ``tsc node start`` runs; empty = built-in KV."""
     secret: str = ""
     """Shared secret that keys the MAC of every Raft frame; the same on every node. Required
-    by the native engine unless ``insecure_no_secret`` (``tsc dev up`` writes a random one)."""
+    unless ``insecure_no_secret`` (``tsc dev up`` writes a random one)."""
     insecure_no_secret: bool = False
     """Run with an empty secret: anyone who can run code on a member machine can then forge
     Raft traffic. For throwaway clusters only; the node warns once."""
@@ -111,29 +111,18 @@ class RaftConfig:
     election_timeout_min_s: float = 0.6
     election_timeout_max_s: float = 1.2
     """A follower that hears no leader for a random time in [min, max] starts an election."""
-    leader_lease_timeout_s: float = 1.5
-    """A leader that has not heard from a majority for this long steps down."""
-    connection_timeout_s: float = 3.5
-    """A Raft connection silent for this long is considered dead and re-dialled."""
     compaction_min_entries: int = 50_000
-    compaction_min_interval_s: float = 300.0
-    """A snapshot is taken once the log holds this many entries, or this long after the last."""
+    """A snapshot is taken (and the log compacted behind it) after this many applied entries."""
     dedup_window_s: float = 120.0
     """How long a request id (with its outcome) is remembered, so a retry is not applied twice."""
     dedup_max_entries: int = 100_000
     """At most this many request ids are remembered (oldest forgotten first)."""
-    engine: str = "native"
-    """Which Raft engine runs the node: "native" (the project's own: fsynced WAL, random member
-    ids) or "pysyncobj" (the first engine, going away)."""
 
     def __post_init__(self) -> None:
         for name in (
             "heartbeat_interval_s",
             "election_timeout_min_s",
             "election_timeout_max_s",
-            "leader_lease_timeout_s",
-            "connection_timeout_s",
-            "compaction_min_interval_s",
         ):
             _check_positive(f"raft.{name}", getattr(self, name))
         if self.election_timeout_max_s <= self.election_timeout_min_s:
@@ -149,24 +138,10 @@ class RaftConfig:
                 "must be under a third of raft.election_timeout_min_s "
                 f"({self.election_timeout_min_s}) or followers start needless elections",
             )
-        if self.leader_lease_timeout_s <= self.heartbeat_interval_s:
-            raise ConfigError(
-                "raft.leader_lease_timeout_s",
-                self.leader_lease_timeout_s,
-                f"must be more than raft.heartbeat_interval_s ({self.heartbeat_interval_s})",
-            )
-        if self.connection_timeout_s < self.election_timeout_max_s:
-            raise ConfigError(
-                "raft.connection_timeout_s",
-                self.connection_timeout_s,
-                f"must be at least raft.election_timeout_max_s ({self.election_timeout_max_s})",
-            )
         if self.compaction_min_entries < 2:
             raise ConfigError(
                 "raft.compaction_min_entries", self.compaction_min_entries, "must be at least 2"
             )
-        if self.engine not in ("native", "pysyncobj"):
-            raise ConfigError("raft.engine", self.engine, 'must be "native" or "pysyncobj"')
         _check_positive("raft.dedup_window_s", self.dedup_window_s)
         if self.dedup_max_entries < 1:
             raise ConfigError(
@@ -232,9 +207,8 @@ class StorageConfig:
     """Where Raft state lives."""
 
     state_dir: str = ""
-    """Directory for the Raft log and snapshots. The native engine requires one: a path, or
-    ":memory:" for a node that keeps nothing (it comes back from a restart as a new member).
-    With pysyncobj, empty keeps everything in memory."""
+    """Directory for the Raft log, snapshots and the node's identity. Required: a path, or
+    ":memory:" for a node that keeps nothing (it comes back from a restart as a new member)."""
     fsync: bool = True
     """Sync every write before acknowledging it. Off only for benchmarks against systems that
     do not sync: then a power cut loses acknowledged writes."""

@@ -1,8 +1,4 @@
-"""Wiring: :func:`start` builds a running node out of a tailnet, a state machine and a config.
-
-A running node owns two threads: the Raft thread (pysyncobj, applies the log) and an event-loop
-thread (serves the command and monitor ports, runs blocking calls' retries).
-"""
+"""A running cluster member: :class:`Consensus`, built by :func:`tsconsensus.start`."""
 
 from __future__ import annotations
 
@@ -19,8 +15,6 @@ from ._engine import EngineNode, parse_hex_id
 from ._executor import CommandExecutor
 from ._http import HttpServer
 from ._loop import LoopThread
-from ._raft import RaftNode
-from ._raft_model import FailReason
 from .address import NodeAddress
 from .client import PeerClients
 from .config import Config
@@ -103,28 +97,17 @@ class Consensus:
         self.peer_clients = peer_clients
         self._on_stop_request: Callable[[], None] | None = None
         self._identity: Callable[[], dict[str, Any]] | None = None
-        self._raft_address = (
-            NodeAddress.parse(raft.node_id)
-            if isinstance(raft, RaftNode)
-            else NodeAddress(tailnet.self_peer().address, config.ports.raft)
-        )
+        self._raft_address = NodeAddress(tailnet.self_peer().address, config.ports.raft)
         self._closers: list[Callable[[], None]] = []
         self._stopping = threading.Event()
         self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
         """Done once the node runs its engine; holds the error if it could not join or form
         a cluster (or its storage failed later)."""
-        if isinstance(raft, RaftNode):
-            self.started.set_result(None)
         self._on_fatal: Callable[[BaseException], None] | None = None
 
     @property
-    def native(self) -> bool:
-        """Whether this node runs the project's own engine (member ids are random)."""
-        return self.config.raft.engine == "native"
-
-    @property
     def _engine(self) -> EngineNode | None:
-        """The native engine behind this node (None on pysyncobj, or while starting)."""
+        """The engine behind this node (None while it is still joining or forming)."""
         return self._raft if isinstance(self._raft, EngineNode) else None
 
     def _attach(self, engine: EngineNode, executor: CommandExecutor) -> None:
@@ -310,15 +293,8 @@ class Consensus:
 
     # -- membership -------------------------------------------------------------------------
 
-    def add_member(self, node_id: str, timeout: float = 10.0) -> None:
-        """Add ``node_id`` to the configuration (forwarded to the leader). pysyncobj only: on
-        the native engine new members join by themselves (:meth:`join_member`)."""
-        if self._engine is not None:
-            raise JoinError("on the native engine a node joins by itself: start it")
-        self._membership_call(self._pysyncobj().add_member, node_id, timeout, "add")
-
     def join_member(self, member_id: str, raft_address: str, timeout: float = 10.0) -> None:
-        """Native engine, on the leader: add a new member as a learner (promoted once it has
+        """On the leader: add a new member as a learner (promoted once it has
         caught up) and wait until that change has committed. Raises :class:`JoinError` (a
         removed id, a change that did not commit in time) or :class:`NoLeaderError`."""
         engine = self._require_engine()
@@ -328,31 +304,23 @@ class Consensus:
     def member_id_of(self, text: str) -> str | None:
         """The member id named by ``text``: an id, a Raft address or a host (None if none)."""
         engine = self._engine
-        if engine is None:
-            return text if text in self._raft.members() else None
-        return engine.id_of(text)
+        return None if engine is None else engine.id_of(text)
 
     def remove_member(self, node_id: str, timeout: float = 10.0) -> None:
-        """Remove ``node_id`` from the configuration (forwarded to the leader on pysyncobj; on
-        the native engine this node must lead, the command port forwards)."""
-        engine = self._engine
-        if engine is None:
-            self._membership_call(self._pysyncobj().remove_member, node_id, timeout, "remove")
-            return
+        """On the leader: remove the member ``node_id`` (an id or an address) from the
+        configuration and wait until that has committed (the command port forwards requests
+        to the leader). Raises :class:`JoinError` or :class:`NoLeaderError`."""
+        engine = self._require_engine()
         member_id = self.member_id_of(node_id)
         if member_id is None:
             raise JoinError(f"{node_id} is not a member")
         member = parse_hex_id(member_id)
         self._change_membership(lambda: engine.remove(member), timeout)
 
-    def _pysyncobj(self) -> RaftNode:
-        assert isinstance(self._raft, RaftNode)
-        return self._raft
-
     def _require_engine(self) -> EngineNode:
         engine = self._engine
         if engine is None:
-            raise JoinError("this node is not running the native engine (yet)")
+            raise JoinError("this node is still joining or forming its cluster")
         return engine
 
     def _change_membership(self, propose: Callable[[], int], timeout: float) -> None:
@@ -387,36 +355,9 @@ class Consensus:
         deadline = time.monotonic() + timeout
         if not self._raft.is_leader:
             raise ClusterError(f"{self.node_id} is not the leader (leader: {self.leader})")
-        engine = self._engine
-        if engine is not None:
-            return self._transfer_native(engine, to, deadline, timeout)
-        self._raft.set_handing_over(True)
-        try:
-            while True:
-                if not self._raft.is_leader:
-                    moved = self._raft.leader
-                    if moved is not None and moved != self.node_id:
-                        return moved
-                try:
-                    self._membership_call(
-                        self._pysyncobj().transfer_leadership, to, 1.0, "transfer to"
-                    )
-                except JoinError as exc:
-                    if time.monotonic() >= deadline:
-                        raise ClusterError(f"leadership transfer failed: {exc}") from None
-                    time.sleep(0.01)  # the target is still catching up on the last entries
-                    continue
-                moved = self._wait_leader_change(min(deadline, time.monotonic() + 2.0))
-                if moved is not None and (to is None or moved == to):
-                    return moved
-                if time.monotonic() >= deadline:
-                    raise ClusterError(f"leadership did not move within {timeout:g}s")
-        finally:
-            self._raft.set_handing_over(False)
+        return self._transfer(self._require_engine(), to, deadline, timeout)
 
-    def _transfer_native(
-        self, engine: EngineNode, to: str | None, deadline: float, timeout: float
-    ) -> str:
+    def _transfer(self, engine: EngineNode, to: str | None, deadline: float, timeout: float) -> str:
         target = self.member_id_of(to) if to is not None else None
         if to is not None and target is None:
             raise ClusterError(f"{to} is not a member")
@@ -449,16 +390,6 @@ class Consensus:
                 return leader
             time.sleep(0.005)
         return None
-
-    def _membership_call(self, method: Any, arg: Any, timeout: float, what: str) -> None:
-        done: concurrent.futures.Future[FailReason | None] = concurrent.futures.Future()
-        method(arg, done.set_result)
-        try:
-            reason = done.result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise JoinError(f"{what} {arg}: no answer within {timeout:g}s") from None
-        if reason is not None:
-            raise JoinError(f"{what} {arg} failed: {reason.value}")
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The one exception tree of tsconsensus.
 
 Every error the library raises derives from :class:`TsconsensusError`. Errors of third-party
-systems (pysyncobj, tailscaled, httpx) are translated into this tree at the adapter that talks to
+systems (tailscaled, httpx, the OS) are translated into this tree at the adapter that talks to
 them, so callers never catch a foreign exception type.
 
 A state machine's own failure is *not* an exception: it travels as ``CommandResult.error``.

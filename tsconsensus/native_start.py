@@ -21,10 +21,10 @@ import hashlib
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .bootstrap import bootstrap_set
+from .address import NodeAddress
 from .errors import JoinError, TsconsensusError
 from .raft import InitialState, Storage, bootstrap_state
 from .tailnet import Peer
@@ -50,6 +50,19 @@ class Joined:
 
 IdentifyFn = Callable[[Peer], Identity]
 JoinFn = Callable[[Peer], Joined]
+
+
+def bootstrap_set(candidates: Sequence[str], expect: int) -> list[str] | None:
+    """The ids that form the first cluster, or ``None`` while too few are online.
+
+    Pure: every node that sees the same candidates computes the same set.
+    """
+    ordered = sorted(set(candidates))
+    if expect == 0:
+        return ordered
+    if len(ordered) < expect:
+        return None
+    return ordered[:expect]
 
 
 def derive_cluster_id(member_ids: list[int]) -> int:
@@ -90,6 +103,7 @@ def decide_start(
             storage.cluster_id,
         )
         return storage.initial_state()
+    my_host = NodeAddress.parse(me.raft_address).host
     deadline = monotonic() + timeout_s
     pause = 0.05
     last_problem = "no tagged peer answered"
@@ -121,7 +135,7 @@ def decide_start(
             )
             return InitialState()
         if not members and not follow_only:
-            founders = _founders(me, known, len(tagged), bootstrap_expect)
+            founders = _founders(me, my_host, tagged, known, bootstrap_expect)
             if isinstance(founders, str):
                 last_problem = founders
             elif founders is not None:
@@ -141,24 +155,30 @@ def decide_start(
 
 
 def _founders(
-    me: Identity, known: dict[str, Identity], tagged: int, expect: int
+    me: Identity, my_host: str, tagged: list[Peer], known: dict[str, Identity], expect: int
 ) -> dict[int, str] | str | None:
     """The founders (id -> Raft address) if this node is one and all are known; a reason to
-    wait (str); or None if this node is not a founder."""
-    addresses = [me.raft_address, *(i.raft_address for i in known.values())]
-    if expect == 0 and len(known) < tagged:
-        return f"{tagged - len(known)} tagged peer(s) have not told their member id yet"
-    chosen = bootstrap_set(addresses, expect)
+    wait (str); or None if this node is not a founder. Founders are chosen by host address
+    (every node sees the same tagged hosts), then each must have told its member id."""
+    hosts = [my_host, *(p.address for p in tagged)]
+    chosen = bootstrap_set(hosts, expect)
     if chosen is None:
-        return f"{len(set(addresses))} of {expect} tagged nodes online"
-    if me.raft_address not in chosen:
+        return f"{len(set(hosts))} of {expect} tagged nodes online"
+    if my_host not in chosen:
         return None
-    by_address = {i.raft_address: i.member_id for i in known.values()}
-    by_address[me.raft_address] = me.member_id
-    missing = [a for a in chosen if a not in by_address]
+    founders = {me.member_id: me.raft_address}
+    missing = []
+    for host in chosen:
+        if host == my_host:
+            continue
+        ident = known.get(host)
+        if ident is None:
+            missing.append(host)
+        else:
+            founders[ident.member_id] = ident.raft_address
     if missing:
         return f"waiting for the member ids of {', '.join(missing)}"
-    return {by_address[a]: a for a in chosen}
+    return founders
 
 
 def _found(storage: Storage, founders: dict[int, str]) -> InitialState:

@@ -1,7 +1,7 @@
 """Wiring: :func:`start` builds a running node out of a tailnet, a state machine and a config.
 
-A running node owns an event-loop thread (its HTTP ports, and on the native engine the Raft
-transport and the core), a disk thread and an apply thread (native), or pysyncobj's thread.
+A running node owns an event-loop thread (its HTTP ports, the Raft transport and the core), a
+disk thread (every write and fsync) and an apply thread (the state machine).
 """
 
 from __future__ import annotations
@@ -47,13 +47,9 @@ def start(
             f"this node ({me.hostname}, {me.address}) does not carry the cluster tag "
             f"{cluster_tag}; tag it in the tailnet's ACLs (tagOwners) and re-authenticate"
         )
-    if config.raft.engine == "native":
-        from ._native_wiring import start_native
+    from ._native_wiring import start_native
 
-        return start_native(tailnet, state_machine, cluster_tag, config, clock, me)
-    from ._pysyncobj_wiring import start_pysyncobj
-
-    return start_pysyncobj(tailnet, state_machine, cluster_tag, config, clock, me)
+    return start_native(tailnet, state_machine, cluster_tag, config, clock, me)
 
 
 def open_ports(

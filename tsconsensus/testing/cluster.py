@@ -24,14 +24,12 @@ from typing import Any
 
 from ..address import NodeAddress
 from ..client import NodeClient
-from ..config import Config, PortsConfig, RaftConfig, from_mapping, to_toml
+from ..config import Config, PortsConfig, from_mapping, to_toml
 from ..errors import NodeUnreachableError, NoLeaderError, TsconsensusError
 from ..types import JSON
 from . import emulator_service
 from .emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
 
-ENGINE_ENV = "TSC_ENGINE"
-"""Test switch: the engine LocalCluster's nodes run when none is given."""
 MANIFEST = "cluster.json"
 
 
@@ -86,7 +84,6 @@ class LocalCluster:
         cluster_overrides: dict[str, Any] | None = None,
         tailnet: str = "static",
         emulator_process: bool = False,
-        engine: str | None = None,
         secret: str | None = None,
     ) -> None:
         if tailnet not in ("static", "emulated"):
@@ -107,8 +104,6 @@ class LocalCluster:
             raise TsconsensusError(f"--base-address {base_address} is not a loopback address")
         self.addresses = [str(base + i) for i in range(nodes)]
         self.cluster_overrides = dict(cluster_overrides or {})
-        # TSC_ENGINE lets a whole test suite run on one engine while both exist
-        self.engine = engine or os.environ.get(ENGINE_ENV) or RaftConfig().engine
         self.secret = secret if secret is not None else secrets.token_hex(16)
         self.node_overrides: dict[int, dict[str, dict[str, Any]]] = {}
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -168,10 +163,8 @@ class LocalCluster:
         return self.directory / f"node{i + 1}.log"
 
     def state_dir(self, i: int) -> str:
-        """Node ``i``'s state directory (``:memory:`` or empty for a cluster that keeps none)."""
-        if self.persistent:
-            return str(self.directory / f"node{i + 1}")
-        return ":memory:" if self.engine == "native" else ""
+        """Node ``i``'s state directory (``:memory:`` for a cluster that keeps none)."""
+        return str(self.directory / f"node{i + 1}") if self.persistent else ":memory:"
 
     def config(self, i: int) -> Config:
         if self.emulated is None:
@@ -194,7 +187,7 @@ class LocalCluster:
                 **self.cluster_overrides,
             },
             "ports": dataclasses.asdict(self.ports),
-            "raft": {"engine": self.engine, **self.raft_overrides},
+            "raft": dict(self.raft_overrides),
             "command": dict(self.command_overrides),
             "storage": {"state_dir": self.state_dir(i)},
             "tailnet": tailnet,
@@ -223,7 +216,6 @@ class LocalCluster:
             "cluster_overrides": self.cluster_overrides,
             "tailnet": self.tailnet_kind,
             "emulator_process": self.emulator_process,
-            "engine": self.engine,
             "secret": self.secret,
         }
         (self.directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -252,7 +244,6 @@ class LocalCluster:
             cluster_overrides=m.get("cluster_overrides"),
             tailnet=m.get("tailnet", "static"),
             emulator_process=m.get("emulator_process", False),
-            engine=m.get("engine"),
             secret=m.get("secret", ""),
         )
         if (
@@ -380,11 +371,8 @@ class LocalCluster:
         return str(NodeAddress(self.addresses[i], self.ports.monitor))
 
     def node_id(self, i: int) -> str:
-        """Node ``i``'s member id: ``host:raft_port`` on pysyncobj; on the native engine the
-        random id it reports (it changes when the node's storage is wiped)."""
-        if self.engine == "native":
-            return str(self.status(i)["node_id"])
-        return str(NodeAddress(self.addresses[i], self.ports.raft))
+        """Node ``i``'s member id, as it reports it (random; a wiped node gets a new one)."""
+        return str(self.status(i)["node_id"])
 
     def raft_address(self, i: int) -> str:
         """Node ``i``'s Raft address (``host:port``)."""
@@ -392,9 +380,7 @@ class LocalCluster:
 
     def join_body(self, i: int) -> dict[str, str]:
         """The ``POST /v1/join`` body node ``i`` sends for itself."""
-        if self.engine == "native":
-            return {"id": self.node_id(i), "address": self.raft_address(i)}
-        return {"id": self.raft_address(i)}
+        return {"id": self.node_id(i), "address": self.raft_address(i)}
 
     def client(self, i: int, *, timeout: float = 10.0) -> NodeClient:
         """A command-port client that connects as node ``i`` (from its own address)."""

@@ -60,11 +60,6 @@ def _parser() -> argparse.ArgumentParser:
         help="how long clients and nemesis run (default 30)",
     )
     add("--seed", type=int, default=None, help="the schedule's seed (default: drawn, printed)")
-    add(
-        "--engine",
-        choices=("native", "pysyncobj"),
-        help="the nodes' Raft engine (default: $TSC_ENGINE, else the config's default)",
-    )
     add("--clients", type=int, default=6, help="concurrent clients (default 6)")
     add("--keys", type=int, default=5, help="keys in use at a time (default 5)")
     add(
@@ -164,7 +159,6 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         nemesis=replace(NemesisSettings(), quiet_s=tuple(args.quiet), hold_s=tuple(args.hold)),
         check_timeout_s=args.check_timeout,
         state_machine=args.state_machine,
-        engine=args.engine,
     )
 
 

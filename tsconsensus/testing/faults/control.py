@@ -224,8 +224,7 @@ class ClusterControl:
             return None
         members: dict[str, str] = {}
         for member in status.get("members") or []:
-            address = str(member.get("address") or member.get("id") or "")
-            members[address.rsplit(":", 1)[0].strip("[]")] = str(member.get("id"))
+            members[str(member.get("address") or "")] = str(member.get("id"))
         return members
 
     # -- membership -------------------------------------------------------------------------

@@ -32,7 +32,6 @@ FAST_RAFT: dict[str, Any] = {
     "heartbeat_interval_s": 0.05,
     "election_timeout_min_s": 0.3,
     "election_timeout_max_s": 0.6,
-    "leader_lease_timeout_s": 0.9,
     "compaction_min_entries": 2000,
 }
 """Quick elections, so a short run sees many; frequent snapshots, so restarted nodes catch up
@@ -60,9 +59,6 @@ class RunOptions:
     raft: Mapping[str, Any] = field(default_factory=lambda: dict(FAST_RAFT))
     check_timeout_s: float = 120.0
     recover_timeout_s: float = 60.0
-    engine: str | None = None
-    """The nodes' Raft engine, ``native`` or ``pysyncobj``; None: what
-    :class:`~tsconsensus.testing.LocalCluster` picks (``TSC_ENGINE``, else the config default)."""
     state_machine: str = ""
     """``module:factory`` of a machine with the built-in key-value commands (default: the
     built-in one); a runner's own tests use a faulty one to show that runs can fail."""
@@ -78,8 +74,6 @@ class RunOptions:
             raise ValueError(f"unknown nemesis {unknown[0]!r} (known: {', '.join(NEMESES)})")
         if self.directory is not None and (self.directory / "cluster").exists():
             raise ValueError(f"{self.directory} already holds a run's cluster: pick another")
-        if self.engine not in (None, "native", "pysyncobj"):
-            raise ValueError(f"unknown engine {self.engine!r} (known: native, pysyncobj)")
         if self.plant is not None and self.plant not in PLANTED_BUGS:
             raise ValueError(f"unknown bug {self.plant!r} (known: {', '.join(PLANTED_BUGS)})")
 
@@ -87,7 +81,6 @@ class RunOptions:
         """The command line that runs this again with ``seed``."""
         parts = [
             "python -m tsconsensus.testing.faults",
-            *([f"--engine {self.engine}"] if self.engine else []),
             f"--nodes {self.nodes}",
             f"--duration {self.duration_s:g}",
             f"--clients {self.clients}",

@@ -93,7 +93,6 @@ class RunReport:
     duration_s: float
     nemeses: tuple[str, ...]
     judgement: Judgement
-    engine: str = ""
     counts: Counter[tuple[str, Outcome]] = field(default_factory=Counter)
     cas_applied: int = 0
     keys: int = 0
@@ -119,9 +118,7 @@ def format_report(report: RunReport) -> str:
     replicas, processes, the checker's verdict (with failing windows) and the run's verdict."""
     j = report.judgement
     lines = [
-        f"fault run: seed {report.seed}, {report.nodes} nodes"
-        + (f" ({report.engine})" if report.engine else "")
-        + f", {report.duration_s:g} s, "
+        f"fault run: seed {report.seed}, {report.nodes} nodes" + f", {report.duration_s:g} s, "
         f"nemesis {','.join(report.nemeses) or 'none'}",
         f"reproduce: {report.command}",
     ]

@@ -14,7 +14,6 @@ it runs on a loopback base address of its own, without partitions.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import random
@@ -83,11 +82,7 @@ def run(options: RunOptions) -> RunReport:
         base_address=base,
         raft_overrides=dict(options.raft),
         state_machine=options.state_machine,
-        engine=options.engine,
     )
-    options = dataclasses.replace(options, engine=cluster.engine)  # what ran, for the record
-    if cluster.engine != "native" and (options.power_loss or options.plant):
-        notes.append(f"the {cluster.engine} engine knows neither TSC_POWER_LOSS nor planted bugs")
     log.info("fault run: seed %d, files in %s", seed, directory)
     try:
         with RunNamespace() if why_not is None else contextlib.nullcontext() as namespace:
@@ -192,7 +187,6 @@ def _report(
     return RunReport(
         seed=seed,
         command=options.command(seed),
-        engine=options.engine or "",
         nodes=options.nodes,
         duration_s=options.duration_s,
         nemeses=nemeses,
