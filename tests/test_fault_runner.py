@@ -199,3 +199,30 @@ def test_long_run_of_every_nemesis_on_five_nodes(tmp_path: Path) -> None:
     for kind in NEMESES:
         if kind != "partition" or nftables_available() is None:
             assert report.faults[kind] >= 1, kind
+
+
+def _planted(tmp_path: Path, bug: str, seconds: float, seed: int, nemeses: tuple[str, ...]) -> None:
+    report = run(
+        RunOptions(
+            nodes=3,
+            duration_s=seconds,
+            seed=seed,
+            clients=10,
+            nemeses=nemeses,
+            directory=tmp_path / "run",
+            plant=bug,
+        )
+    )
+    summary = format_report(report)
+    print(summary)
+    assert report.judgement.verdict is RunVerdict.FAIL, f"the runner missed {bug}:\n{summary}"
+    assert report.exit_code == 1
+
+
+def test_planted_local_reads_are_caught(tmp_path: Path) -> None:
+    _planted(tmp_path, "local-reads", 30, 3, ("pause", "partition"))
+
+
+@pytest.mark.soak
+def test_planted_forgotten_request_ids_are_caught(tmp_path: Path) -> None:
+    _planted(tmp_path, "forget-request-ids", 60, 4, ("kill-leader", "partition"))

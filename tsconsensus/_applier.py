@@ -1,22 +1,29 @@
 """The deterministic envelope around the user's state machine.
 
-Every committed log entry goes through :meth:`LogApplier.apply` on every node, in log order, on
-the Raft thread. It adds, identically everywhere:
-- exactly-once: an entry whose request id was seen before returns the first outcome and is not
-  applied again. Ids are remembered for ``window_s`` seconds of *log time* (the submitting
-  node's clock, stamped into each entry and never allowed to run backwards, so every node
-  forgets the same ids at the same entry), and at most ``max_entries`` of them;
-- containment: whatever the user's ``apply`` raises becomes an error result, never an
-  exception that would stop the Raft thread;
-- JSON results: a result that is not JSON becomes an error result.
+Every committed entry goes through :meth:`LogApplier.apply_entry` on every node, in log order,
+on the apply thread. It adds, identically everywhere:
 
-A command is JSON ``{"r": request_id, "n": name, "a": args}`` (:func:`encode_entry`); a log
-entry is ``{"t": stamp, "c": [commands]}``, commands submitted together (:func:`join_entries`),
-applied in order and all reported at the entry's log index.
-Operator actions travel as commands of their own kind, ``{"r": ..., "k": kind, "a": ...}``,
-which only the node's own endpoints build (:func:`encode_restore_entry` for ``POST
-/v1/snapshot/restore``): every command name, ``tsc.restore`` included, belongs to the user's
-state machine, and nothing sent to ``/v1/execute`` can produce a ``"k"`` field.
+- **exactly-once**: a command carries a request id. The first time an id is applied, the
+  outcome is remembered with a hash of the command, its index and the entry's *log time*; a
+  later entry with the same id returns that outcome without applying anything (a retry after
+  a lost answer or a leader change). The same id with a *different* command is refused
+  (:class:`Refusal` ``"reused"``), never answered with another command's outcome. Ids are
+  forgotten ``window_s`` seconds of log time after they were applied. Log time is stamped by
+  the leader on each entry from its own monotonic clock and never runs backwards, so every
+  node forgets the same ids at the same entry, whatever its wall clock says. A command also
+  carries ``t0``, the log time its node had reached when the command was first submitted; all
+  the node's retries carry the same ``t0``, and an id the table no longer holds whose ``t0``
+  is older than the window is refused (``"expired"``) rather than applied: a retry that
+  outlives the window can never apply a command twice.
+- **reads keep nothing**: a command the machine declares read-only (``is_read_only``) is
+  applied without being remembered.
+- **containment**: whatever the user's ``apply`` raises becomes an error result, never an
+  exception that stops the apply thread; a result that is not JSON is an error result.
+
+A command is JSON ``{"r": request id, "n": name, "a": args, "t0": log time, "h": hash}``
+(:func:`encode_entry`); an entry is ``{"c": [commands]}`` (:func:`join_entries`), applied in
+order, all reported at the entry's index. Operator actions have a kind of their own
+(``{"r", "k": kind, "a"}``) that only the node's endpoints build; ``/v1/execute`` cannot.
 Snapshots hold the remembered outcomes and the user's own ``snapshot()`` bytes; nothing is
 pickled.
 """
@@ -31,23 +38,44 @@ import struct
 from collections import OrderedDict
 from typing import Any
 
+from ._outcomes import Refusal
 from .errors import InvalidCommandError
 from .safejson import MAX_DEPTH, nesting_exceeds, text_may_exceed
 from .types import JSON, Command, CommandResult, StateMachine
 
 log = logging.getLogger("tsconsensus.apply")
 
-_SNAPSHOT_MAGIC = b"TSCSNAP1"
+_SNAPSHOT_MAGIC = b"TSCSNAP2"
 RESTORE_KIND = "restore"
 """Entry kind: replace the state machine's state with snapshot bytes carried in the entry."""
 _HEADER_LEN = struct.Struct(">Q")
+REMEMBERED_ID_BYTES = 400
+"""About what one remembered request id costs in memory (id, hash, outcome, bookkeeping), for
+a short id and a small result; measured by tests/test_applier.py."""
 
 
-def encode_entry(request_id: str, command: Command) -> bytes:
-    """The log entry for ``command``; raises :class:`InvalidCommandError` if it is not JSON."""
+Outcome = CommandResult | Refusal
+_Remembered = tuple[str, bytes | None, str | None, int, float]
+
+
+def command_hash(command: Command) -> str:
+    """What identifies a command's content under its request id (same on every node)."""
+    canonical = json.dumps([command.name, command.args], sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
+
+
+def encode_entry(request_id: str, command: Command, first_seen: float = 0.0) -> bytes:
+    """The log form of ``command``; ``first_seen`` is the submitting node's log time when the
+    command was first submitted (kept by every retry). Raises :class:`InvalidCommandError`
+    if it is not JSON or nests too deeply."""
     if not isinstance(command.name, str) or not command.name:
         raise InvalidCommandError("command name must be a non-empty string")
-    return _encode({"r": request_id, "n": command.name, "a": command.args}, command.args)
+    envelope = {"r": request_id, "n": command.name, "a": command.args, "t0": first_seen}
+    try:
+        envelope["h"] = command_hash(command)
+    except (TypeError, ValueError, RecursionError):
+        pass  # not JSON: _encode says why
+    return _encode(envelope, command.args)
 
 
 def encode_restore_entry(request_id: str, data: bytes, sha256: str) -> bytes:
@@ -64,19 +92,15 @@ def _encode(envelope: dict[str, Any], args: Any) -> bytes:
         raise InvalidCommandError(too_deep) from None
     except (TypeError, ValueError) as exc:
         raise InvalidCommandError(f"command args are not JSON: {exc}") from None
-    # Every node decodes this on its Raft thread: what is accepted must decode there too.
+    # Every node decodes this on its apply thread: what is accepted must decode there too.
     if text_may_exceed(encoded) and nesting_exceeds(args):
         raise InvalidCommandError(too_deep)
     return encoded
 
 
-def join_entries(entries: list[bytes], stamp: float) -> bytes:
-    """One log entry carrying several encoded commands, to be applied in this order.
-
-    ``stamp`` is the submitting node's wall-clock time; it only decides when request ids are
-    forgotten.
-    """
-    return b'{"t":%.3f,"c":[%s]}' % (stamp, b",".join(entries))
+def join_entries(entries: list[bytes]) -> bytes:
+    """One log entry carrying several encoded commands, to be applied in this order."""
+    return b'{"c":[%s]}' % b",".join(entries)
 
 
 def _describe(exc: BaseException) -> str:
@@ -85,41 +109,51 @@ def _describe(exc: BaseException) -> str:
 
 
 class LogApplier:
-    """Applies committed entries to a :class:`StateMachine`. Raft thread only; never raises."""
+    """Applies committed entries to a :class:`StateMachine`. Apply thread only; never raises.
+
+    ``forget_at_once`` is a test-only planted bug (the fault runner must catch it): ids are
+    forgotten as soon as they are applied.
+    """
 
     def __init__(
-        self, machine: StateMachine, *, window_s: float = 120.0, max_entries: int = 100_000
+        self, machine: StateMachine, *, window_s: float = 120.0, forget_at_once: bool = False
     ) -> None:
         self._machine = machine
         self._window_s = window_s
-        self._max_entries = max_entries
-        self._log_time = 0.0
-        # request id -> (outcome, log time it was first applied at), oldest first
-        self._seen: OrderedDict[str, tuple[CommandResult, float]] = OrderedDict()
+        self._forget_at_once = forget_at_once
+        self.log_time = 0.0
+        """Log time (seconds) of the last entry applied; readable from any thread."""
+        # request id -> (command hash, result as JSON, error, index, log time applied at),
+        # oldest first; compact, since a busy cluster remembers every id for a whole window
+        self._seen: OrderedDict[str, _Remembered] = OrderedDict()
+        probe = getattr(machine, "is_read_only", None)
+        self._read_only = probe if callable(probe) else None
 
     @property
     def machine(self) -> StateMachine:
         return self._machine
 
-    def apply_batch(self, entry: bytes, index: int) -> list[CommandResult]:
-        """Apply every command of a :func:`join_entries` entry, in order."""
-        try:
-            decoded = json.loads(entry)
-            commands = decoded["c"]
-            stamp = float(decoded["t"])
-            if not isinstance(commands, list):
-                raise ValueError("log entry has no command list")
-        except Exception as exc:  # a corrupt entry must not stop the cluster either
-            log.error("undecodable log entry at index %d: %s", index, exc)
-            return []
-        self._advance(stamp)
-        return [self._apply_decoded(item, index) for item in commands]
+    @property
+    def remembered(self) -> int:
+        return len(self._seen)
 
-    def apply_logged(
-        self, entry: bytes, index: int, log_time: float
-    ) -> list[tuple[str, CommandResult]]:
-        """Apply every command of an entry of the new engine, whose log time (seconds) the
-        leader stamped on the entry itself; each outcome with its request id."""
+    def is_read_only(self, command: Command) -> bool:
+        """Whether the machine says ``command`` only reads (then it may skip the log)."""
+        if self._read_only is None:
+            return False
+        try:
+            return bool(self._read_only(command))
+        except Exception:  # a machine that cannot tell: treat the command as a write
+            return False
+
+    def read(self, command: Command, index: int) -> CommandResult:
+        """Run a read-only command on the current state (no log, nothing remembered)."""
+        return self._run(command, index, restore=False)
+
+    def apply_entry(self, entry: bytes, index: int, log_time: float) -> list[tuple[str, Outcome]]:
+        """Apply every command of an entry stamped with ``log_time`` (seconds); each outcome
+        with its request id."""
+        self._advance(log_time)
         try:
             commands = json.loads(entry)["c"]
             if not isinstance(commands, list):
@@ -127,61 +161,78 @@ class LogApplier:
         except Exception as exc:  # a corrupt entry must not stop the cluster either
             log.error("undecodable log entry at index %d: %s", index, exc)
             return []
-        self._advance(log_time)
-        out = []
+        out: list[tuple[str, Outcome]] = []
         for item in commands:
-            outcome = self._apply_decoded(item, index)
             rid = item.get("r") if isinstance(item, dict) else None
-            out.append((rid if isinstance(rid, str) else "", outcome))
+            out.append((rid if isinstance(rid, str) else "", self._apply_one(item, index)))
         return out
 
     def _advance(self, stamp: float) -> None:
         """Move log time forward (never back) and forget ids older than the window."""
-        if stamp > self._log_time:
-            self._log_time = stamp
-        horizon = self._log_time - self._window_s
+        if stamp > self.log_time:
+            self.log_time = stamp
+        horizon = self.log_time - self._window_s
         seen = self._seen
         while seen:
             oldest = next(iter(seen.values()))
-            if oldest[1] >= horizon:
+            if oldest[4] >= horizon:
                 break
             seen.popitem(last=False)
 
-    def apply(self, entry: bytes, index: int) -> CommandResult:
-        """Apply one :func:`encode_entry` command."""
-        try:
-            decoded = json.loads(entry)
-        except Exception as exc:
-            return CommandResult(None, f"undecodable log entry: {exc}", index)
-        return self._apply_decoded(decoded, index)
-
-    def _apply_decoded(self, decoded: Any, index: int) -> CommandResult:
+    def _apply_one(self, decoded: Any, index: int) -> Outcome:
         try:
             request_id = decoded["r"]
             kind = decoded.get("k")
-            command = Command(decoded["n"] if kind is None else "", decoded["a"])
             if kind not in (None, RESTORE_KIND):
                 raise ValueError(f"unknown entry kind {kind!r}")
+            command = Command(decoded["n"] if kind is None else "", decoded["a"])
+            digest = str(decoded.get("h", ""))
+            first_seen = float(decoded.get("t0", 0.0))
         except Exception as exc:
             log.error("malformed command at index %d: %s", index, exc)
             return CommandResult(None, f"malformed command in the log: {exc}", index)
         earlier = self._seen.get(request_id)
         if earlier is not None:
-            return earlier[0]
-        outcome = self._run(command, index, restore=kind == RESTORE_KIND)
-        self._remember(request_id, outcome)
+            if earlier[0] != digest:
+                return Refusal(
+                    "reused",
+                    f"request id {request_id!r} was already used for a different command "
+                    f"(at index {earlier[3]}); use a new id for a new command",
+                )
+            result = None if earlier[1] is None else json.loads(earlier[1])
+            return CommandResult(result, earlier[2], earlier[3])
+        if first_seen and self.log_time - first_seen > self._window_s:
+            return Refusal(
+                "expired",
+                f"request id {request_id!r} expired: its command was first submitted "
+                f"{self.log_time - first_seen:.0f}s of log time ago, longer than the "
+                f"{self._window_s:g}s for which ids are remembered; it was not applied now, "
+                "but an earlier attempt may have been",
+            )
+        restore = kind == RESTORE_KIND
+        if not restore and self.is_read_only(command):
+            return self._run(command, index, restore=False)
+        outcome, encoded = self._run_encoded(command, index, restore=restore)
+        if not self._forget_at_once:
+            self._seen[request_id] = (digest, encoded, outcome.error, index, self.log_time)
         return outcome
 
     def _run(self, command: Command, index: int, *, restore: bool) -> CommandResult:
+        return self._run_encoded(command, index, restore=restore)[0]
+
+    def _run_encoded(
+        self, command: Command, index: int, *, restore: bool
+    ) -> tuple[CommandResult, bytes | None]:
+        """The outcome, and its result as JSON (checked here anyway; kept compact)."""
         try:
             if restore:
                 result: JSON = self._restore(command.args)
             else:
                 result = self._machine.apply(command)
-            json.dumps(result, allow_nan=False)
+            encoded = json.dumps(result, allow_nan=False, separators=(",", ":")).encode()
         except Exception as exc:
-            return CommandResult(None, _describe(exc), index)
-        return CommandResult(result, None, index)
+            return CommandResult(None, _describe(exc), index), None
+        return CommandResult(result, None, index), encoded
 
     def _restore(self, args: JSON) -> JSON:
         """Replace the machine's state with a snapshot carried in the log, so every node
@@ -194,19 +245,15 @@ class LogApplier:
         self._machine.restore(data)
         return {"restored_bytes": len(data)}
 
-    def _remember(self, request_id: str, outcome: CommandResult) -> None:
-        self._seen[request_id] = (outcome, self._log_time)
-        while len(self._seen) > self._max_entries:
-            self._seen.popitem(last=False)
-
     def snapshot(self) -> bytes:
         """Remembered outcomes plus the machine's snapshot, as one byte string."""
         header = json.dumps(
             {
-                "version": 1,
-                "log_time": self._log_time,
+                "version": 2,
+                "log_time": self.log_time,
                 "seen": [
-                    [rid, o.result, o.error, o.index, t] for rid, (o, t) in self._seen.items()
+                    [rid, h, None if r is None else r.decode(), e, i, t]
+                    for rid, (h, r, e, i, t) in self._seen.items()
                 ],
             },
             separators=(",", ":"),
@@ -216,12 +263,13 @@ class LogApplier:
     def restore(self, data: bytes) -> None:
         """Replace everything with a :meth:`snapshot`; raises ValueError on foreign bytes."""
         header, machine_bytes = split_snapshot(data)
-        seen: OrderedDict[str, tuple[CommandResult, float]] = OrderedDict()
-        for rid, result, error, index, stamp in header["seen"]:
-            seen[rid] = (CommandResult(result, error, index), stamp)
+        seen: OrderedDict[str, _Remembered] = OrderedDict()
+        for rid, digest, result, error, index, stamp in header["seen"]:
+            encoded = None if result is None else str(result).encode()
+            seen[rid] = (digest, encoded, error, int(index), float(stamp))
         self._machine.restore(machine_bytes)
         self._seen = seen
-        self._log_time = float(header["log_time"])
+        self.log_time = float(header["log_time"])
 
 
 def split_snapshot(data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -232,6 +280,6 @@ def split_snapshot(data: bytes) -> tuple[dict[str, Any], bytes]:
     (length,) = _HEADER_LEN.unpack_from(data, start)
     start += _HEADER_LEN.size
     header = json.loads(data[start : start + length])
-    if not isinstance(header, dict) or header.get("version") != 1:
+    if not isinstance(header, dict) or header.get("version") != 2:
         raise ValueError("unsupported tsconsensus snapshot version")
     return header, data[start + length :]

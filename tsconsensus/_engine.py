@@ -22,13 +22,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ._applier import LogApplier, join_entries
-from ._outcomes import FailReason, SubmitCallback
+from ._applier import LogApplier, Outcome, join_entries
+from ._outcomes import FailReason, Refusal, SubmitCallback
 from .address import NodeAddress
 from .errors import ProposalRefusedError
 from .raft import Entry, EntryKind, MembershipChange, MembershipOp, Role, Snapshot
 from .raft.driver import Driver, DriverView
-from .types import CommandResult, MemberStatus, NodeStatus, RaftState
+from .types import Command, MemberStatus, NodeStatus, RaftState
 
 log = logging.getLogger("tsconsensus.engine")
 T = TypeVar("T")
@@ -117,8 +117,12 @@ class EngineNode:
         address: str,
         max_batch_bytes: int,
         on_state_change: Callable[[RaftState, RaftState], None] | None = None,
+        local_reads: bool = False,
     ) -> None:
         self.loop = loop
+        # test-only planted bug: answer reads from this replica without ReadIndex
+        self._local_reads = local_reads
+        self._read_ids = itertools.count(1)
         self._applier = applier
         self._address = address
         self._max_batch = max_batch_bytes
@@ -172,6 +176,36 @@ class EngineNode:
             self._wake_scheduled = True
         self.loop.call_soon_threadsafe(self._drain)
 
+    @property
+    def log_time(self) -> float:
+        """The log time (seconds) this node has applied up to."""
+        return self._applier.log_time
+
+    def is_read_only(self, command: Command) -> bool:
+        return self._applier.is_read_only(command)
+
+    def submit_read(self, command: Command, callback: SubmitCallback) -> None:
+        """A linearizable read: ``callback`` gets the result once this node has applied
+        everything committed when the read arrived (ReadIndex: confirmed by a heartbeat round
+        of the leader, no log entry, no clock), or a reason to retry."""
+        self.loop.call_soon_threadsafe(self._start_read, command, callback)
+
+    def _start_read(self, command: Command, callback: SubmitCallback) -> None:
+        def answer() -> None:  # apply thread
+            callback(self._applier.read(command, self._applied), None)
+
+        if self._local_reads:
+            self.driver.call_on_apply_thread(answer)
+            return
+
+        def done(ok: bool) -> None:
+            if ok:
+                answer()
+            else:
+                callback(None, FailReason.NO_LEADER)
+
+        self.driver.read_index(next(self._read_ids), done)
+
     def _drain(self) -> None:
         with self._lock:
             self._wake_scheduled = False
@@ -207,7 +241,7 @@ class EngineNode:
     def _propose_batch(self, batch: Sequence[tuple[str, bytes]], request_ids: list[str]) -> str:
         """Propose on this (leader) node; the refusal reason, or '' when appended."""
         try:
-            self.driver.propose(join_entries([e for _, e in batch], 0.0))
+            self.driver.propose(join_entries([e for _, e in batch]))
         except ProposalRefusedError as exc:
             self._fail(request_ids, _REFUSAL.get(exc.reason, FailReason.NOT_LEADER))
             return exc.reason
@@ -253,13 +287,13 @@ class EngineNode:
     def _apply(self, entries: Sequence[Entry]) -> None:
         for e in entries:
             if e.kind is EntryKind.NORMAL:
-                outcomes = self._applier.apply_logged(e.data, e.index, e.time / 1000.0)
+                outcomes = self._applier.apply_entry(e.data, e.index, e.time / 1000.0)
                 if outcomes:
                     self._resolve(outcomes)
             self._applied = e.index
 
-    def _resolve(self, outcomes: list[tuple[str, CommandResult]]) -> None:
-        callbacks: list[tuple[SubmitCallback, CommandResult]] = []
+    def _resolve(self, outcomes: list[tuple[str, Outcome]]) -> None:
+        callbacks: list[tuple[SubmitCallback, Outcome]] = []
         with self._lock:
             if not self._waiters:
                 return
@@ -267,7 +301,10 @@ class EngineNode:
                 for cb in self._waiters.pop(rid, ()):
                     callbacks.append((cb, outcome))
         for cb, outcome in callbacks:
-            cb(outcome, None)
+            if isinstance(outcome, Refusal):
+                cb(None, outcome)
+            else:
+                cb(outcome, None)
 
     def _take_snapshot(self) -> tuple[int, bytes]:
         return self._applied, self._applier.snapshot()

@@ -16,12 +16,18 @@ import itertools
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Protocol
 
 from ._applier import encode_entry, encode_restore_entry
-from ._outcomes import FailReason, SubmitCallback
+from ._outcomes import FailReason, Refusal, SubmitCallback
 from .clock import Clock
-from .errors import CommandTimeoutError, InvalidCommandError, NoLeaderError
+from .errors import (
+    CommandTimeoutError,
+    InvalidCommandError,
+    NoLeaderError,
+    RequestIdConflictError,
+)
 from .types import Command, CommandResult
 
 log = logging.getLogger("tsconsensus.execute")
@@ -30,7 +36,9 @@ MAX_REQUEST_ID_CHARS = 256
 _BACKOFF_START_S = 0.005
 _BACKOFF_MAX_S = 0.1
 
-Outcome = tuple[CommandResult | None, FailReason | None]
+Outcome = tuple[CommandResult | None, FailReason | Refusal | None]
+Start = Callable[[SubmitCallback], None]
+"""Starts one attempt; the callback gets its outcome (or why there is none)."""
 
 
 class _Attempts:
@@ -41,7 +49,7 @@ class _Attempts:
         self.timeout = timeout
         self._attempt_timeout = attempt_timeout
         self._backoff = _BACKOFF_START_S
-        self.last_reason: FailReason | None = None
+        self.last_reason: FailReason | None = None  # the last reason worth a retry
         self.retries = 0
 
     def next_wait(self, now: float) -> float | None:
@@ -57,6 +65,8 @@ class _Attempts:
         result, reason = outcome
         if result is not None:
             return result
+        if isinstance(reason, Refusal):
+            raise RequestIdConflictError(reason.kind, reason.message)
         if reason is FailReason.DENIED:
             raise InvalidCommandError("the leader denied the command")
         self.retries += 1
@@ -74,9 +84,16 @@ class Submitter(Protocol):
     @property
     def leader(self) -> str | None: ...
 
+    @property
+    def log_time(self) -> float: ...
+
     def on_raft_thread(self) -> bool: ...
 
+    def is_read_only(self, command: Command) -> bool: ...
+
     def submit(self, entry: bytes, callback: SubmitCallback, *, request_id: str) -> None: ...
+
+    def submit_read(self, command: Command, callback: SubmitCallback) -> None: ...
 
 
 class CommandExecutor:
@@ -111,42 +128,49 @@ class CommandExecutor:
             )
         return request_id
 
-    def _checked(
-        self, entry: bytes, request_id: str, timeout: float
-    ) -> tuple[bytes, str, _Attempts]:
+    def _prepare(
+        self, command: Command, request_id: str | None, timeout: float
+    ) -> tuple[Start, str, _Attempts]:
+        """How to start one attempt of ``command``: a read-only command asks for a
+        linearizable read (no log entry); any other is encoded once, so that every retry
+        carries the same request id and first-submission time."""
+        rid = self._request_id(request_id)
+        attempts = _Attempts(self._clock.monotonic(), timeout, self._attempt_timeout)
+        if self._raft.is_read_only(command):
+            encode_entry(rid, command)  # the same checks as a write (JSON, depth)
+            return (lambda cb: self._raft.submit_read(command, cb)), rid, attempts
+        entry = encode_entry(rid, command, self._raft.log_time)
+        return self._submitting(entry, rid), rid, attempts
+
+    def _submitting(self, entry: bytes, rid: str) -> Start:
         if len(entry) > self._max_entry:
             raise InvalidCommandError(
                 f"command is {len(entry)} bytes encoded, over the limit of {self._max_entry}"
             )
-        attempts = _Attempts(self._clock.monotonic(), timeout, self._attempt_timeout)
-        return entry, request_id, attempts
-
-    def _prepare(
-        self, command: Command, request_id: str | None, timeout: float
-    ) -> tuple[bytes, str, _Attempts]:
-        rid = self._request_id(request_id)
-        return self._checked(encode_entry(rid, command), rid, timeout)
+        return lambda cb: self._raft.submit(entry, cb, request_id=rid)
 
     def execute(self, command: Command, request_id: str | None, timeout: float) -> CommandResult:
         """Commit ``command`` and return its outcome as applied on this node. Blocking.
 
-        Raises :class:`InvalidCommandError` (nothing submitted), :class:`NoLeaderError` (no
-        leader was reachable before ``timeout``) or :class:`CommandTimeoutError` (a leader was
-        known but the outcome is unknown: it may still be applied; retry with the same id).
+        Raises :class:`InvalidCommandError` (nothing submitted),
+        :class:`RequestIdConflictError` (the id belongs to another command, or expired),
+        :class:`NoLeaderError` (no leader was reachable before ``timeout``) or
+        :class:`CommandTimeoutError` (a leader was known but the outcome is unknown: it may
+        still be applied; retry with the same id, which the error carries).
         """
         self._check_thread()
-        entry, rid, attempts = self._prepare(command, request_id, timeout)
+        start, rid, attempts = self._prepare(command, request_id, timeout)
         while True:
             wait = attempts.next_wait(self._clock.monotonic())
             if wait is None:
-                raise self._deadline_error(attempts)
+                raise self._deadline_error(attempts, rid)
             settled = threading.Lock()
             settled.acquire()  # released by the callback: a one-shot event, cheaper than Event
             box: list[Outcome] = []
 
             def callback(
                 result: CommandResult | None,
-                reason: FailReason | None,
+                reason: FailReason | Refusal | None,
                 box: list[Outcome] = box,
                 settled: threading.Lock = settled,
             ) -> None:
@@ -154,7 +178,7 @@ class CommandExecutor:
                     box.append((result, reason))
                     settled.release()
 
-            self._raft.submit(entry, callback, request_id=rid)
+            start(callback)
             outcome = box[0] if settled.acquire(timeout=wait) else (None, None)
             step = attempts.after(outcome, self._clock.monotonic())
             if isinstance(step, CommandResult):
@@ -175,14 +199,15 @@ class CommandExecutor:
         :meth:`execute`."""
         rid = self._request_id(None)
         entry = encode_restore_entry(rid, data, sha256)
-        return await self._run_async(*self._checked(entry, rid, timeout))
+        attempts = _Attempts(self._clock.monotonic(), timeout, self._attempt_timeout)
+        return await self._run_async(self._submitting(entry, rid), rid, attempts)
 
-    async def _run_async(self, entry: bytes, rid: str, attempts: _Attempts) -> CommandResult:
+    async def _run_async(self, start: Start, rid: str, attempts: _Attempts) -> CommandResult:
         loop = asyncio.get_running_loop()
         while True:
             wait = attempts.next_wait(self._clock.monotonic())
             if wait is None:
-                raise self._deadline_error(attempts)
+                raise self._deadline_error(attempts, rid)
             future: asyncio.Future[Outcome] = loop.create_future()
 
             def settle(outcome: Outcome, future: asyncio.Future[Outcome] = future) -> None:
@@ -191,7 +216,7 @@ class CommandExecutor:
 
             def callback(
                 result: CommandResult | None,
-                reason: FailReason | None,
+                reason: FailReason | Refusal | None,
                 settle: object = settle,
             ) -> None:
                 try:
@@ -199,7 +224,7 @@ class CommandExecutor:
                 except RuntimeError:  # the caller's loop is closed: nobody waits any more
                     pass
 
-            self._raft.submit(entry, callback, request_id=rid)
+            start(callback)
             # A timer that settles the future, rather than asyncio.wait_for, which wraps the
             # wait in a task of its own on every call.
             timer = loop.call_later(wait, settle, (None, None))
@@ -217,13 +242,18 @@ class CommandExecutor:
     def _note_retry(self, attempts: _Attempts) -> None:
         log.debug("retrying a command after: %s", attempts.last_reason or "attempt timeout")
 
-    def _deadline_error(self, attempts: _Attempts) -> NoLeaderError:
+    def _deadline_error(self, attempts: _Attempts, request_id: str) -> NoLeaderError:
         leader = self._raft.leader
         if leader is None:
-            return NoLeaderError(f"no leader was reachable within {attempts.timeout:g}s")
+            return NoLeaderError(
+                f"no leader was reachable within {attempts.timeout:g}s "
+                f"(request id {request_id}: retrying with it is safe)",
+                request_id=request_id,
+            )
         why = f" (last: {attempts.last_reason.value})" if attempts.last_reason else ""
         return CommandTimeoutError(
             f"the command was not confirmed within {attempts.timeout:g}s{why}; its outcome is "
-            "unknown, retry with the same request_id",
+            f"unknown: retry with request id {request_id}",
             leader=leader,
+            request_id=request_id,
         )

@@ -44,9 +44,26 @@ from .types import NodeStatus, RaftState, StateMachine
 
 log = logging.getLogger("tsconsensus")
 
+PLANTED_BUG_ENV = "TSC_PLANTED_BUG"
+"""Test switch: a bug the fault runner must catch (``local-reads``, ``forget-request-ids``,
+``ack-before-sync``). Never set it on a real cluster."""
 POWER_LOSS_ENV = "TSC_POWER_LOSS"
 """Test switch: ``1`` keeps unsynced writes in the process only, so SIGKILL acts as a power cut."""
 _warned_insecure = False
+
+
+def planted_bug() -> str:
+    """The planted bug this node process was told to have (test switch), or ""."""
+    bug = os.environ.get(PLANTED_BUG_ENV, "")
+    if bug and bug not in _warned_bugs:
+        _warned_bugs.add(bug)
+        log.warning(
+            "PLANTED BUG %r is on (%s): this node is wrong on purpose", bug, PLANTED_BUG_ENV
+        )
+    return bug
+
+
+_warned_bugs: set[str] = set()
 
 
 def check_native_config(config: Config) -> None:
@@ -208,6 +225,7 @@ def build_engine(
         address=str(raft_address),
         max_batch_bytes=settings.max_batch_bytes // 2,
         on_state_change=changed,
+        local_reads=planted_bug() == "local-reads",
     )
     holder.append(engine)
     return engine, tags
@@ -268,7 +286,15 @@ class StartingBackend:
     def on_raft_thread(self) -> bool:
         return False
 
+    log_time = 0.0
+
+    def is_read_only(self, command: Any) -> bool:
+        return False
+
     def submit(self, entry: bytes, callback: Any, *, request_id: str = "") -> None:
+        callback(None, FailReason.NO_LEADER)
+
+    def submit_read(self, command: Any, callback: Any) -> None:
         callback(None, FailReason.NO_LEADER)
 
     def set_handing_over(self, on: bool) -> None:
@@ -309,7 +335,7 @@ def start_native(
     applier = LogApplier(
         state_machine,
         window_s=config.raft.dedup_window_s,
-        max_entries=config.raft.dedup_max_entries,
+        forget_at_once=planted_bug() == "forget-request-ids",
     )
     authorizer = Authorizer(tailnet, cluster_tag)
     starting = StartingBackend(storage.member_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .types import CommandResult
 
@@ -18,5 +19,15 @@ class FailReason(enum.Enum):
     DENIED = "the request was denied"
 
 
-SubmitCallback = Callable[[CommandResult | None, FailReason | None], None]
-"""Called once: ``(outcome, None)`` when applied on the submitting node, or ``(None, reason)``."""
+@dataclass(frozen=True)
+class Refusal:
+    """A command that was not applied, and why: ``"reused"`` (its id belongs to another
+    command) or ``"expired"`` (its id was first submitted longer ago than ids are
+    remembered). Every node reaches the same refusal at the same entry."""
+
+    kind: str
+    message: str
+
+
+SubmitCallback = Callable[[CommandResult | None, FailReason | Refusal | None], None]
+"""Called once: ``(outcome, None)`` when applied on the submitting node, or ``(None, why)``."""

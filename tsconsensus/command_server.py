@@ -6,8 +6,10 @@ Responses:
 - 400 malformed JSON, a body that is not an object, a missing or empty ``name``, a bad
   ``request_id`` or ``timeout_s``, arguments too large once encoded;
 - 403 the peer lacks the cluster tag; 413 body over ``command.max_body_bytes``;
-- 503 ``{"error": ..., "leader": null|"host:command_port"}`` when no leader confirmed the
-  command within the timeout (retrying with the same ``request_id`` is safe).
+- 409 ``{"error", "request_id", "reason"}``: the request id was used for a different command
+  (``reused``), or was first submitted longer ago than ids are remembered (``expired``);
+- 503 ``{"error": ..., "leader": null|"host:command_port", "request_id": id}`` when no leader
+  confirmed the command within the timeout (retrying with that ``request_id`` is safe).
 
 ``GET /v1/identity``, ``POST /v1/join`` and ``POST /v1/members/remove``: see
 :mod:`tsconsensus.member_routes`.
@@ -31,7 +33,13 @@ from typing import Any, Protocol
 
 from ._http import Handler, Request, Response, error
 from .client import PeerClients
-from .errors import ClusterError, InvalidCommandError, NoLeaderError, TsconsensusError
+from .errors import (
+    ClusterError,
+    InvalidCommandError,
+    NoLeaderError,
+    RequestIdConflictError,
+    TsconsensusError,
+)
 from .member_routes import member_routes
 from .safejson import loads
 from .types import Command, CommandResult
@@ -110,10 +118,17 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
             outcome = await node.execute_command_async(
                 command, request_id=request_id, timeout=timeout or node.default_timeout_s
             )
+        except RequestIdConflictError as exc:
+            return error(409, str(exc), request_id=request_id, reason=exc.kind)
         except InvalidCommandError as exc:
             return error(400, str(exc))
         except NoLeaderError as exc:
-            return error(503, str(exc), leader=node.command_address_of(exc.leader))
+            return error(
+                503,
+                str(exc),
+                leader=node.command_address_of(exc.leader),
+                request_id=exc.request_id,
+            )
         return _outcome(outcome)
 
     async def restore(request: Request) -> Response:

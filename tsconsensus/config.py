@@ -115,8 +115,6 @@ class RaftConfig:
     """A snapshot is taken (and the log compacted behind it) after this many applied entries."""
     dedup_window_s: float = 120.0
     """How long a request id (with its outcome) is remembered, so a retry is not applied twice."""
-    dedup_max_entries: int = 100_000
-    """At most this many request ids are remembered (oldest forgotten first)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -143,10 +141,6 @@ class RaftConfig:
                 "raft.compaction_min_entries", self.compaction_min_entries, "must be at least 2"
             )
         _check_positive("raft.dedup_window_s", self.dedup_window_s)
-        if self.dedup_max_entries < 1:
-            raise ConfigError(
-                "raft.dedup_max_entries", self.dedup_max_entries, "must be at least 1"
-            )
 
 
 @dataclass(frozen=True)

@@ -47,11 +47,15 @@ class ClusterError(TsconsensusError):
 class NoLeaderError(ClusterError):
     """No leader was reachable within the deadline.
 
-    ``leader`` is the last leader this node knew of (``host:port``), or ``None``.
+    ``leader`` is the last leader this node knew of (its member id), or ``None``;
+    ``request_id`` the id of the command that was not confirmed (retrying with it is safe).
     """
 
-    def __init__(self, message: str, leader: str | None = None) -> None:
+    def __init__(
+        self, message: str, leader: str | None = None, request_id: str | None = None
+    ) -> None:
         self.leader = leader
+        self.request_id = request_id
         super().__init__(message)
 
 
@@ -72,6 +76,16 @@ class CommandTimeoutError(CommandError, NoLeaderError):
 
     It may still be applied later; retrying with the same ``request_id`` is safe.
     """
+
+
+class RequestIdConflictError(InvalidCommandError):
+    """The request id cannot be used for this command: ``kind`` ``"reused"`` (the id was used
+    for a different command) or ``"expired"`` (it was first submitted longer ago than ids are
+    remembered; this attempt was not applied, an earlier one may have been)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
 
 
 class ForwardingError(CommandError):

@@ -54,6 +54,10 @@ class KeyValueMachine:
     def __init__(self) -> None:
         self._data: dict[str, JSON] = {}
 
+    def is_read_only(self, command: Command) -> bool:
+        """``get`` and ``keys`` only read: they are answered through ReadIndex, not the log."""
+        return command.name in ("get", "keys")
+
     def apply(self, command: Command) -> JSON:
         handler = getattr(self, f"_cmd_{command.name}", None)
         if handler is None:

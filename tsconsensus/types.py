@@ -49,15 +49,18 @@ class StateMachine(Protocol):
     """The user's replicated state machine.
 
     Contract:
-    - ``apply`` runs on every node, in log order, always on the same (Raft) thread. It must be
+    - ``apply`` runs on every node, in log order, always on the same (apply) thread. It must be
       deterministic: its result and its effect may depend only on the current state and the
       command, never on time, randomness, the node or I/O. Its return value must be JSON.
       Raising is allowed: the message becomes ``CommandResult.error`` on every node alike, and the
       cluster goes on; a raising ``apply`` should leave the state as it found it.
-    - ``snapshot`` returns the whole state as bytes; it runs on the Raft thread between two
+    - ``snapshot`` returns the whole state as bytes; it runs on the apply thread between two
       ``apply`` calls, so it sees a consistent state.
     - ``restore`` replaces the whole state with one produced by ``snapshot`` (possibly on another
-      node or by an older run); it also runs on the Raft thread.
+      node or by an older run); it also runs on the apply thread.
+    - Optionally ``is_read_only(command) -> bool``: True for commands that never change the
+      state. Those are answered through ReadIndex (linearizable, no log entry, nothing
+      remembered); their ``apply`` must then really not change anything.
     """
 
     def apply(self, command: Command) -> JSON: ...
