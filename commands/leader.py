@@ -19,8 +19,7 @@ def transfer(
     to: str = typer.Option(
         None,
         "--to",
-        help="Member to lead: its id, or its Raft address host:port; default: the most "
-        "caught-up.",
+        help="Member to lead: its id, or its Raft address host:port; default: the most caught-up.",
     ),
     config: Path = ConfigOpt,
     address: str = CommandAddressOpt,

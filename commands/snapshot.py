@@ -85,9 +85,9 @@ def restore(
 ) -> None:
     """Replace the cluster's state with a snapshot (to seed a new cluster).
 
-    Sent to the node's restore endpoint (POST /v1/snapshot/restore), it travels through the
-    Raft log, so every node restores the same bytes at the same point. It must fit in one
-    request, base64-encoded: raise command.max_body_bytes for large states.
+    Sent to the node's restore endpoint (POST /v1/snapshot/restore), the bytes are staged on
+    every member and one small log entry restores them, so every node restores the same bytes
+    at the same index. Up to command.max_backup_bytes (1 GiB by default).
     Example: tsc snapshot restore backup.tscsnap --config node1.toml --yes
     """
     header, data = read_snapshot_file(file)

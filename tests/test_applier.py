@@ -167,19 +167,20 @@ def test_forget_at_once_is_a_planted_bug_that_applies_retries_twice() -> None:
 
 
 def test_tsc_restore_is_an_ordinary_name_and_restores_need_their_own_entry_kind() -> None:
+    staged = {hashlib.sha256(b"{}").hexdigest(): b"{}"}
     machine = KeyValueMachine()
-    applier = LogApplier(machine)
+    applier = LogApplier(machine, fetch_staged=lambda sha: staged[sha])
     apply(applier, 1, 1.0, entry("a", "set", {"k": 1}))
     wipe = {"data": base64.b64encode(b"{}").decode(), "sha256": hashlib.sha256(b"{}").hexdigest()}
     (outcome,) = apply(applier, 2, 1.0, entry("b", "tsc.restore", wipe))
     assert outcome.error.startswith("unknown command 'tsc.restore'")  # type: ignore[attr-defined]
     assert machine.apply(Command("get", {"key": "k"})) == 1
     digest = hashlib.sha256(b"{}").hexdigest()
-    (restored,) = apply(applier, 3, 1.0, encode_restore_entry("c", b"{}", digest))
+    (restored,) = apply(applier, 3, 1.0, encode_restore_entry("c", digest, 2))
     assert restored.result == {"restored_bytes": 2}  # type: ignore[attr-defined]
     assert machine.apply(Command("get", {"key": "k"})) is None
-    (bad,) = apply(applier, 4, 1.0, encode_restore_entry("d", b"{}", "0" * 64))
-    assert bad.error == "restore: the snapshot fails its checksum"  # type: ignore[attr-defined]
+    (missing,) = apply(applier, 4, 1.0, encode_restore_entry("d", "0" * 64, 2))
+    assert missing.error is not None  # type: ignore[attr-defined]
     (unknown,) = apply(applier, 5, 1.0, b'{"r":"e","k":"format-disk","a":null}')
     assert "unknown entry kind" in unknown.error  # type: ignore[attr-defined]
 

@@ -244,3 +244,33 @@ def test_a_node_without_a_state_directory_refuses_to_start(tmp_path: Path) -> No
     assert done.returncode != 0
     assert "storage.state_dir" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_50_mb_backup_restores_on_every_node_at_one_index(make_cluster: Make) -> None:
+    import hashlib
+    import json
+
+    cluster = make_cluster(3, command_overrides={"timeout_s": 60.0})
+    leader = cluster.wait_for_leader()
+    assert cluster.execute(leader, "set", {"before": 1}).error is None
+    backup = {f"k{n}": "v" * 1000 for n in range(52_000)}  # about 53 MB of machine state
+    data = json.dumps(backup, sort_keys=True).encode()
+    assert len(data) > 50_000_000
+    down = next(i for i in range(3) if i != leader)
+    cluster.stop_node(down)  # it misses the staging: it must fetch the bytes later
+    asked = next(i for i in range(3) if i not in (leader, down))
+    with cluster.client(asked, timeout=120) as client:  # a follower: it goes to the leader
+        outcome = client.restore_snapshot(data, timeout=120)
+    assert outcome.error is None and outcome.result == {"restored_bytes": len(data)}
+    index = outcome.index
+    assert cluster.execute(asked, "get", {"key": "before"}).result is None
+    assert cluster.execute(leader, "get", {"key": "k51999"}).result == "v" * 1000
+    cluster.start_node(down)
+    cluster.wait_ready(among=[down], timeout=60)
+    eventually(lambda: cluster.status(down)["applied_index"] >= index, 120, what="the late node")
+    digests = set()
+    for i in range(3):
+        with cluster.monitor(i, timeout=120) as monitor:
+            _, state = monitor.snapshot(timeout=120)
+        digests.add(hashlib.sha256(state).hexdigest())
+    assert len(digests) == 1

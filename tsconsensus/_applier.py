@@ -30,12 +30,12 @@ pickled.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from ._outcomes import Refusal
@@ -78,10 +78,12 @@ def encode_entry(request_id: str, command: Command, first_seen: float = 0.0) -> 
     return _encode(envelope, command.args)
 
 
-def encode_restore_entry(request_id: str, data: bytes, sha256: str) -> bytes:
-    """The log entry that restores ``data`` (checked against ``sha256``) on every node."""
-    args = {"data": base64.b64encode(data).decode("ascii"), "sha256": sha256}
-    return _encode({"r": request_id, "k": RESTORE_KIND, "a": args}, None)
+def encode_restore_entry(request_id: str, sha256: str, size: int) -> bytes:
+    """The log entry that restores, on every node, the staged backup named by ``sha256``
+    (:mod:`tsconsensus.staged_restore`: the bytes themselves never enter the log)."""
+    return _encode(
+        {"r": request_id, "k": RESTORE_KIND, "a": {"sha256": sha256, "size": size}}, None
+    )
 
 
 def _encode(envelope: dict[str, Any], args: Any) -> bytes:
@@ -116,9 +118,15 @@ class LogApplier:
     """
 
     def __init__(
-        self, machine: StateMachine, *, window_s: float = 120.0, forget_at_once: bool = False
+        self,
+        machine: StateMachine,
+        *,
+        window_s: float = 120.0,
+        forget_at_once: bool = False,
+        fetch_staged: Callable[[str], bytes] | None = None,
     ) -> None:
         self._machine = machine
+        self._fetch_staged = fetch_staged
         self._window_s = window_s
         self._forget_at_once = forget_at_once
         self.log_time = 0.0
@@ -235,13 +243,15 @@ class LogApplier:
         return CommandResult(result, None, index), encoded
 
     def _restore(self, args: JSON) -> JSON:
-        """Replace the machine's state with a snapshot carried in the log, so every node
-        restores the same bytes at the same point (``POST /v1/snapshot/restore``)."""
-        if not isinstance(args, dict) or not isinstance(args.get("data"), str):
-            raise ValueError("restore: args must be {'data': base64, 'sha256': hex}")
-        data = base64.b64decode(args["data"], validate=True)
-        if hashlib.sha256(data).hexdigest() != args.get("sha256"):
-            raise ValueError("restore: the snapshot fails its checksum")
+        """Replace the machine's state with a staged backup, so every node restores the same
+        bytes at the same point (``POST /v1/snapshot/restore``)."""
+        if not isinstance(args, dict) or not isinstance(args.get("sha256"), str):
+            raise ValueError("restore: args must be {'sha256': hex, 'size': bytes}")
+        if self._fetch_staged is None:
+            raise ValueError("restore: this node cannot fetch staged backups")
+        data = self._fetch_staged(args["sha256"])
+        if hashlib.sha256(data).hexdigest() != args["sha256"]:
+            raise ValueError("restore: the staged backup fails its checksum")
         self._machine.restore(data)
         return {"restored_bytes": len(data)}
 

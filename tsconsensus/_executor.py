@@ -193,12 +193,12 @@ class CommandExecutor:
         """:meth:`execute` for a caller on any asyncio event loop."""
         return await self._run_async(*self._prepare(command, request_id, timeout))
 
-    async def restore_async(self, data: bytes, sha256: str, timeout: float) -> CommandResult:
-        """Commit a restore of ``data`` (an entry of its own kind, which no command name can
-        produce) and return its outcome: ``{"restored_bytes": n}`` or the error. Raises like
-        :meth:`execute`."""
+    async def restore_async(self, sha256: str, size: int, timeout: float) -> CommandResult:
+        """Commit a restore of the staged backup ``sha256`` (an entry of its own kind, which
+        no command name can produce) and return its outcome: ``{"restored_bytes": n}`` or the
+        error. Raises like :meth:`execute`."""
         rid = self._request_id(None)
-        entry = encode_restore_entry(rid, data, sha256)
+        entry = encode_restore_entry(rid, sha256, size)
         attempts = _Attempts(self._clock.monotonic(), timeout, self._attempt_timeout)
         return await self._run_async(self._submitting(entry, rid), rid, attempts)
 

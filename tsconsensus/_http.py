@@ -142,8 +142,11 @@ class HttpServer:
         max_connections: int = 512,
         max_connections_per_source: int = 64,
         read_timeout_s: float = 10.0,
+        body_limits: dict[str, int] | None = None,
     ) -> None:
         self.name = name
+        self._body_limits = dict(body_limits or {})
+        """Paths whose bodies may be larger (or smaller) than ``max_body_bytes``."""
         self.address = NodeAddress(host, port)
         self._routes = routes
         self._paths = {path for _, path in routes}
@@ -308,7 +311,12 @@ class HttpServer:
     ) -> None:
         loop = asyncio.get_running_loop()
         checked_at = loop.time()
-        requests = RequestReader(reader, max_body=self._max_body, timeout_s=self._read_timeout)
+        requests = RequestReader(
+            reader,
+            max_body=self._max_body,
+            timeout_s=self._read_timeout,
+            body_limits=self._body_limits,
+        )
         while True:
             head = await requests.read_head()
             if head is None:

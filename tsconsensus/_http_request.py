@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import httptools
 
@@ -92,9 +93,17 @@ class RequestReader:
     The parser calls the ``on_*`` methods while :meth:`_feed` runs; they only record.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, *, max_body: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        *,
+        max_body: int,
+        timeout_s: float,
+        body_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self._reader = reader
         self._max_body = max_body
+        self._body_limits = body_limits or {}
         self._timeout = timeout_s
         self._parser = httptools.HttpRequestParser(self)
         self._messages: deque[_Message] = deque()
@@ -203,8 +212,11 @@ class RequestReader:
         if "transfer-encoding" in headers:
             return Refusal(411, "Transfer-Encoding is not accepted; send a Content-Length body")
         length = int(headers.get("content-length", "0"))  # llhttp checked: digits only
-        if length > self._max_body:
-            return Refusal(413, f"body of {length} bytes exceeds the limit of {self._max_body}")
+        limit = self._max_body
+        if self._body_limits:
+            limit = self._body_limits.get(urlsplit(message.url.decode("latin-1")).path, limit)
+        if length > limit:
+            return Refusal(413, f"body of {length} bytes exceeds the limit of {limit}")
         method = self._parser.get_method().decode("ascii")
         return Head(
             method=method,

@@ -18,6 +18,7 @@ import random
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ._applier import LogApplier
@@ -35,8 +36,9 @@ from .consensus import Consensus
 from .errors import ConfigError, JoinError, TsconsensusError
 from .metrics import Metrics
 from .native_start import Identity, Joined, decide_start, parse_identity
-from .raft import CoreConfig, Storage, open_storage
+from .raft import MEMORY, CoreConfig, Storage, open_storage
 from .raft.driver import Driver
+from .staged_restore import StagedBackups, fetcher
 from .start import close_ports, open_ports
 from .tag_cache import TagCache
 from .tailnet import Peer, Tailnet
@@ -336,6 +338,7 @@ def start_native(
         state_machine,
         window_s=config.raft.dedup_window_s,
         forget_at_once=planted_bug() == "forget-request-ids",
+        fetch_staged=lambda sha256: fetch_staged(sha256),
     )
     authorizer = Authorizer(tailnet, cluster_tag)
     starting = StartingBackend(storage.member_id)
@@ -358,6 +361,24 @@ def start_native(
         metrics=metrics,
         peer_clients=peer_clients,
     )
+    state_dir = config.storage.state_dir
+    node.staged = StagedBackups(None if state_dir == MEMORY else Path(state_dir) / "staged")
+
+    def ask_peers(sha256: str) -> bytes | None:
+        """A staged backup from any member that has it (apply thread, blocking)."""
+        for member in node.members():
+            address = node.command_address_of(member)
+            if address is None or member == node.node_id:
+                continue
+            try:
+                data = peer_clients.get(address).staged_backup(sha256, timeout=60)
+            except TsconsensusError:
+                continue
+            if data is not None:
+                return data
+        return None
+
+    fetch_staged = fetcher(node.staged, ask_peers)
     node._identity = lambda: {
         "id": hex_id(storage.member_id),
         "cluster_id": hex_id(storage.cluster_id) if storage.cluster_id else None,

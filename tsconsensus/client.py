@@ -7,7 +7,6 @@ Errors are translated: an unreachable node is :class:`NodeUnreachableError`, a 4
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
@@ -27,6 +26,9 @@ from .errors import (
 )
 from .safejson import loads
 from .types import JSON, CommandResult
+
+SHA256_HEADER = "X-Snapshot-Sha256"
+"""Names the SHA-256 (hex) of a backup sent as raw bytes."""
 
 
 def _base_url(address: str) -> str:
@@ -95,13 +97,29 @@ class NodeClient:
             return data
         self._raise_for(response.status_code, data, path)
 
-    def _send(self, method: str, path: str, body: Any, timeout: float | None) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        timeout: float | None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        content: bytes | None = None
+        if raw is not None:
+            content, headers = raw, {"Content-Type": "application/octet-stream", **(headers or {})}
+        elif body is not None:
+            content, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
         try:
             response = self._http.request(
                 method,
                 path,
-                content=None if body is None else json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"} if body is not None else None,
+                content=content,
+                headers=headers,
+                params=params,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TimeoutException as exc:
@@ -184,13 +202,39 @@ class NodeClient:
         self, data: bytes, *, sha256: str | None = None, timeout: float | None = None
     ) -> CommandResult:
         """``POST /v1/snapshot/restore``: replace the state on every node with ``data`` (the
-        bytes of a state machine snapshot). ``sha256`` defaults to ``data``'s own digest."""
-        body = {
-            "data": base64.b64encode(data).decode("ascii"),
-            "sha256": sha256 or hashlib.sha256(data).hexdigest(),
-        }
-        answer = self.request("POST", "/v1/snapshot/restore", body, timeout=timeout)
+        bytes of a state machine snapshot, sent as they are). ``sha256`` defaults to
+        ``data``'s own digest."""
+        headers = {SHA256_HEADER: sha256 or hashlib.sha256(data).hexdigest()}
+        answer = self._bytes_request("/v1/snapshot/restore", data, headers, timeout)
         return CommandResult(answer.get("result"), answer.get("error"), int(answer.get("index", 0)))
+
+    def stage_backup(self, data: bytes, sha256: str, timeout: float | None = None) -> None:
+        """``POST /v1/snapshot/stage``: keep ``data`` on that node for a coming restore."""
+        self._bytes_request("/v1/snapshot/stage", data, {SHA256_HEADER: sha256}, timeout)
+
+    def staged_backup(self, sha256: str, timeout: float | None = None) -> bytes | None:
+        """``GET /v1/snapshot/staged``: a backup that node staged, or None if it has not."""
+        path = "/v1/snapshot/staged"
+        response = self._send("GET", path, None, timeout, params={"sha256": sha256})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            self._raise_for(response.status_code, {"error": response.text[:200]}, path)
+        return response.content
+
+    def _bytes_request(
+        self, path: str, data: bytes, headers: dict[str, str], timeout: float | None
+    ) -> Any:
+        response = self._send("POST", path, None, timeout, raw=data, headers=headers)
+        try:
+            answer = loads(response.content, what=f"the answer of {self.base_url}{path}")
+        except InvalidJSONError as exc:
+            if response.status_code == 200:
+                raise TsconsensusError(str(exc)) from None
+            answer = {"error": response.text[:200]}
+        if response.status_code != 200:
+            self._raise_for(response.status_code, answer, path)
+        return answer
 
     def transfer_leadership(self, to: str | None = None) -> str:
         """``POST /v1/leader/transfer``: the new leader, as ``id`` or ``id (host:port)``."""

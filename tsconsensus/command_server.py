@@ -32,7 +32,7 @@ import hashlib
 from typing import Any, Protocol
 
 from ._http import Handler, Request, Response, error
-from .client import PeerClients
+from .client import SHA256_HEADER, PeerClients
 from .errors import (
     ClusterError,
     InvalidCommandError,
@@ -42,6 +42,7 @@ from .errors import (
 )
 from .member_routes import member_routes
 from .safejson import loads
+from .staged_restore import StagedBackups
 from .types import Command, CommandResult
 
 MAX_TIMEOUT_S = 300.0
@@ -70,6 +71,7 @@ class CommandNode(Protocol):
     def raft_address_of(self, node_id: str | None) -> str | None: ...
 
     peer_clients: PeerClients
+    staged: StagedBackups
 
     async def execute_command_async(
         self, command: Command, *, request_id: str | None = None, timeout: float | None = None
@@ -133,7 +135,7 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
 
     async def restore(request: Request) -> Response:
         try:
-            data, digest = _restore_body(request.body)
+            data, digest = _backup_body(request)
         except ValueError as exc:
             return error(400, str(exc))
         try:
@@ -142,7 +144,25 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
             return error(400, str(exc))
         except NoLeaderError as exc:
             return error(503, str(exc), leader=node.command_address_of(exc.leader))
+        except ClusterError as exc:
+            return error(503, str(exc), leader=node.command_address_of(node.leader))
         return _outcome(outcome)
+
+    async def stage(request: Request) -> Response:
+        try:
+            data, digest = _backup_body(request)
+        except ValueError as exc:
+            return error(400, str(exc))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, node.staged.put, data, digest)
+        return Response(200, {"staged": digest, "bytes": len(data)})
+
+    async def staged(request: Request) -> Response:
+        digest = (request.query.get("sha256") or [""])[0].lower()
+        data = node.staged.get(digest) if len(digest) == 64 else None
+        if data is None:
+            return error(404, f"no staged backup {digest[:64]!r} here")
+        return Response(200, data, content_type="application/octet-stream")
 
     async def transfer(request: Request) -> Response:
         try:
@@ -188,6 +208,8 @@ def command_routes(node: CommandNode) -> dict[tuple[str, str], Handler]:
         ("POST", "/v1/node/stop"): stop_node,
         ("POST", "/v1/execute"): execute,
         ("POST", "/v1/snapshot/restore"): restore,
+        ("POST", "/v1/snapshot/stage"): stage,
+        ("GET", "/v1/snapshot/staged"): staged,
     }
     routes.update(member_routes(node))  # type: ignore[arg-type]
     return routes
@@ -197,20 +219,29 @@ def _outcome(outcome: CommandResult) -> Response:
     return Response(200, {"result": outcome.result, "error": outcome.error, "index": outcome.index})
 
 
-def _restore_body(body: bytes) -> tuple[bytes, str]:
-    """``{"data": base64, "sha256": hex}`` -> (bytes, digest); raises ValueError (400)."""
-    data: Any = loads(body)
-    if (
-        not isinstance(data, dict)
-        or set(data) != {"data", "sha256"}
-        or not isinstance(data["data"], str)
-        or not isinstance(data["sha256"], str)
-    ):
-        raise ValueError('body must be {"data": base64 snapshot bytes, "sha256": hex digest}')
-    try:
-        snapshot = base64.b64decode(data["data"], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("'data' is not valid base64") from None
-    if hashlib.sha256(snapshot).hexdigest() != data["sha256"].lower():
-        raise ValueError("the snapshot fails its checksum ('sha256' does not match 'data')")
-    return snapshot, data["sha256"].lower()
+def _backup_body(request: Request) -> tuple[bytes, str]:
+    """A backup and its SHA-256: raw bytes with an ``X-Snapshot-Sha256`` header, or JSON
+    ``{"data": base64, "sha256": hex}`` (small ones); raises ValueError (400)."""
+    if request.headers.get("content-type", "").startswith("application/octet-stream"):
+        digest = request.headers.get(SHA256_HEADER.lower(), "").lower()
+        snapshot = request.body
+    else:
+        data: Any = loads(request.body)
+        if (
+            not isinstance(data, dict)
+            or set(data) != {"data", "sha256"}
+            or not isinstance(data["data"], str)
+            or not isinstance(data["sha256"], str)
+        ):
+            raise ValueError(
+                'body must be {"data": base64 snapshot bytes, "sha256": hex digest}, or raw '
+                f"bytes (application/octet-stream) with an {SHA256_HEADER} header"
+            )
+        try:
+            snapshot = base64.b64decode(data["data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("'data' is not valid base64") from None
+        digest = data["sha256"].lower()
+    if hashlib.sha256(snapshot).hexdigest() != digest:
+        raise ValueError("the snapshot fails its checksum (its sha256 does not match)")
+    return snapshot, digest

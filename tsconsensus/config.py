@@ -151,6 +151,8 @@ class CommandConfig:
     """Default deadline of one execute (HTTP request or library call), retries included."""
     max_body_bytes: int = 1_048_576
     """Largest accepted request body; larger ones get 413."""
+    max_backup_bytes: int = 1_073_741_824
+    """Largest backup ``tsc snapshot restore`` may send (it is held in memory while staged)."""
     pool_size: int = 5
     """Connections the node keeps open to each peer's command port (joins, forwarded requests)."""
     connect_timeout_s: float = 5.0
@@ -161,6 +163,12 @@ class CommandConfig:
         _check_positive("command.connect_timeout_s", self.connect_timeout_s)
         if self.max_body_bytes < 64:
             raise ConfigError("command.max_body_bytes", self.max_body_bytes, "must be at least 64")
+        if self.max_backup_bytes < self.max_body_bytes:
+            raise ConfigError(
+                "command.max_backup_bytes",
+                self.max_backup_bytes,
+                f"must be at least command.max_body_bytes ({self.max_body_bytes})",
+            )
         if self.pool_size < 1:
             raise ConfigError("command.pool_size", self.pool_size, "must be at least 1")
 

@@ -27,6 +27,7 @@ from .errors import (
     TsconsensusError,
 )
 from .metrics import Metrics
+from .staged_restore import StagedBackups, restore_everywhere
 from .tailnet import Tailnet
 from .types import Command, CommandResult, NodeStatus
 
@@ -104,6 +105,8 @@ class Consensus:
         """Done once the node runs its engine; holds the error if it could not join or form
         a cluster (or its storage failed later)."""
         self._on_fatal: Callable[[BaseException], None] | None = None
+        self.staged = StagedBackups(None)
+        """Backups staged here for a restore (replaced by a directory one at start)."""
 
     @property
     def _engine(self) -> EngineNode | None:
@@ -203,11 +206,14 @@ class Consensus:
         self, data: bytes, *, sha256: str | None = None, timeout: float | None = None
     ) -> CommandResult:
         """Replace the state machine's state on every node with ``data`` (bytes of its
-        ``snapshot()``, e.g. from ``GET /v1/snapshot``), at one log position. Blocking.
+        ``snapshot()``, e.g. from ``GET /v1/snapshot``), at one log index. Blocking.
 
-        ``sha256`` (hex), when given, must match ``data``. The outcome's result is
-        ``{"restored_bytes": n}``; a machine whose ``restore`` raises gives ``error``. Raises
-        like :meth:`execute_command` (the bytes, base64 in the log, must fit one entry).
+        The bytes are staged on the members over their command ports and one small entry
+        commits the restore (:mod:`tsconsensus.staged_restore`), so their size is not bound
+        by the log's entry limit. ``sha256`` (hex), when given, must match ``data``. The
+        outcome's result is ``{"restored_bytes": n}``; a machine whose ``restore`` raises
+        gives ``error``. Raises like :meth:`execute_command`, or :class:`ClusterError` when
+        fewer than a majority could stage the bytes.
         """
         return self._loop.run(self.restore_snapshot_async(data, sha256=sha256, timeout=timeout))
 
@@ -219,7 +225,11 @@ class Consensus:
         if sha256 is not None and sha256.lower() != digest:
             raise InvalidCommandError("the snapshot does not match its sha256")
         t = self.default_timeout_s if timeout is None else timeout
-        return await self._executor.restore_async(data, digest, t)
+        return await restore_everywhere(self, data, digest, t)
+
+    @property
+    def executor(self) -> CommandExecutor:
+        return self._executor
 
     def _count(
         self, command: Command, outcome: CommandResult, started: float, forwarded: bool

@@ -71,6 +71,7 @@ def open_ports(
         # the loop that serves every other request.
         return await asyncio.get_running_loop().run_in_executor(None, authorizer.allows, ip, port)
 
+    backups = config.command.max_backup_bytes
     servers = [
         HttpServer(
             name="command",
@@ -79,6 +80,9 @@ def open_ports(
             routes=command_routes(node),
             authorize=authorize,
             max_body_bytes=config.command.max_body_bytes,
+            body_limits={"/v1/snapshot/restore": backups, "/v1/snapshot/stage": backups},
+            # a large backup may take a while to arrive
+            read_timeout_s=max(10.0, backups / 50_000_000),
             max_connections=config.http.max_connections,
             max_connections_per_source=config.http.max_connections_per_source,
         )
