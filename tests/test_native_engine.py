@@ -214,6 +214,13 @@ def _grow_and_add(cluster: LocalCluster, megabytes: int) -> None:
     assert cluster.execute(newcomer, "get", {"key": f"big{megabytes - 1}"}).result == value
     log = cluster.log_path(newcomer).read_text()
     assert "installed a snapshot" in log, "the newcomer caught up without a snapshot"
+    # while the leader took and sent the snapshot, its heartbeats kept coming: the longest
+    # silence any follower saw stays under half the minimum election timeout
+    election_min = float(cluster.config(leader).raft.election_timeout_min_s)
+    for i in range(cluster.size):
+        if i != leader:
+            gap = cluster.status(i).get("leader_gap_max_s", 0.0)
+            assert gap < election_min / 2, f"node {i} heard nothing from the leader for {gap}s"
 
 
 def test_a_1_mb_snapshot_moves_to_a_new_member_in_chunks(make_emulated: Make) -> None:

@@ -45,7 +45,7 @@ from .types import JSON, Command, CommandResult, StateMachine
 
 log = logging.getLogger("tsconsensus.apply")
 
-_SNAPSHOT_MAGIC = b"TSCSNAP2"
+_SNAPSHOT_MAGIC = b"TSCSNAP3"
 RESTORE_KIND = "restore"
 """Entry kind: replace the state machine's state with snapshot bytes carried in the entry."""
 _HEADER_LEN = struct.Struct(">Q")
@@ -256,25 +256,33 @@ class LogApplier:
         return {"restored_bytes": len(data)}
 
     def snapshot(self) -> bytes:
-        """Remembered outcomes plus the machine's snapshot, as one byte string."""
+        """Remembered outcomes plus the machine's snapshot, as one byte string. The outcomes
+        are encoded one per line, each step short, so heartbeats go on meanwhile."""
+        lines = [
+            json.dumps([rid, h, None if r is None else r.decode(), e, i, t], separators=(",", ":"))
+            for rid, (h, r, e, i, t) in self._seen.items()
+        ]
+        seen = "\n".join(lines).encode()
         header = json.dumps(
-            {
-                "version": 2,
-                "log_time": self.log_time,
-                "seen": [
-                    [rid, h, None if r is None else r.decode(), e, i, t]
-                    for rid, (h, r, e, i, t) in self._seen.items()
-                ],
-            },
-            separators=(",", ":"),
+            {"version": 3, "log_time": self.log_time, "seen": len(lines)}, separators=(",", ":")
         ).encode()
-        return _SNAPSHOT_MAGIC + _HEADER_LEN.pack(len(header)) + header + self._machine.snapshot()
+        return b"".join(
+            [
+                _SNAPSHOT_MAGIC,
+                _HEADER_LEN.pack(len(header)),
+                header,
+                _HEADER_LEN.pack(len(seen)),
+                seen,
+                self._machine.snapshot(),
+            ]
+        )
 
     def restore(self, data: bytes) -> None:
         """Replace everything with a :meth:`snapshot`; raises ValueError on foreign bytes."""
-        header, machine_bytes = split_snapshot(data)
+        header, seen_lines, machine_bytes = split_snapshot(data)
         seen: OrderedDict[str, _Remembered] = OrderedDict()
-        for rid, digest, result, error, index, stamp in header["seen"]:
+        for line in seen_lines:
+            rid, digest, result, error, index, stamp = json.loads(line)
             encoded = None if result is None else str(result).encode()
             seen[rid] = (digest, encoded, error, int(index), float(stamp))
         self._machine.restore(machine_bytes)
@@ -282,14 +290,25 @@ class LogApplier:
         self.log_time = float(header["log_time"])
 
 
-def split_snapshot(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """Parse a :meth:`LogApplier.snapshot` into its header and the machine's own bytes."""
+def split_snapshot(data: bytes) -> tuple[dict[str, Any], list[bytes], bytes]:
+    """Parse a :meth:`LogApplier.snapshot`: its header, its remembered outcomes (one JSON
+    line each) and the machine's own bytes. Raises ValueError on anything else."""
     if not data.startswith(_SNAPSHOT_MAGIC):
         raise ValueError("not a tsconsensus snapshot")
-    start = len(_SNAPSHOT_MAGIC)
-    (length,) = _HEADER_LEN.unpack_from(data, start)
-    start += _HEADER_LEN.size
-    header = json.loads(data[start : start + length])
-    if not isinstance(header, dict) or header.get("version") != 2:
+    try:
+        start = len(_SNAPSHOT_MAGIC)
+        (length,) = _HEADER_LEN.unpack_from(data, start)
+        start += _HEADER_LEN.size
+        header = json.loads(data[start : start + length])
+        start += length
+        (length,) = _HEADER_LEN.unpack_from(data, start)
+        start += _HEADER_LEN.size
+        block = bytes(data[start : start + length])
+    except (struct.error, ValueError) as exc:
+        raise ValueError(f"truncated tsconsensus snapshot: {exc}") from None
+    if not isinstance(header, dict) or header.get("version") != 3:
         raise ValueError("unsupported tsconsensus snapshot version")
-    return header, data[start + length :]
+    lines = block.split(b"\n") if block else []
+    if len(lines) != header.get("seen"):
+        raise ValueError("tsconsensus snapshot: remembered outcomes do not match the header")
+    return header, lines, data[start + length :]

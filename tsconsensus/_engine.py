@@ -405,6 +405,7 @@ class EngineNode:
             applied_index=self._applied,
             has_quorum=view.has_quorum,
             members=tuple(members),
+            leader_gap_max_s=view.leader_gap_max_s,
         )
 
     # -- membership and leadership ----------------------------------------------------------

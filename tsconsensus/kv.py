@@ -21,6 +21,46 @@ from typing import Any
 from .types import JSON, Command
 
 _MISSING = object()
+_DECODER = json.JSONDecoder()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _load_object(text: str) -> dict[str, JSON]:
+    """Parse a JSON object one member at a time (each step short: see ``snapshot``)."""
+    text = text.strip()
+    if not text.startswith("{"):
+        raise ValueError("key-value snapshot must be a JSON object")
+    out: dict[str, JSON] = {}
+    pos = 1
+    end = len(text)
+    raw = _DECODER.raw_decode
+    while True:
+        while pos < end and text[pos] in " \t\r\n":
+            pos += 1
+        if pos < end and text[pos] == "}" and not out:
+            return out
+        key, pos = raw(text, pos)
+        if not isinstance(key, str):
+            raise ValueError("key-value snapshot keys must be strings")
+        while pos < end and text[pos] in " \t\r\n":
+            pos += 1
+        if pos >= end or text[pos] != ":":
+            raise ValueError(f"malformed key-value snapshot at offset {pos}")
+        pos += 1
+        while pos < end and text[pos] in " \t\r\n":
+            pos += 1
+        out[key], pos = raw(text, pos)
+        while pos < end and text[pos] in " \t\r\n":
+            pos += 1
+        if pos < end and text[pos] == ",":
+            pos += 1
+            continue
+        if pos < end and text[pos] == "}" and not text[pos + 1 :].strip():
+            return out
+        raise ValueError(f"malformed key-value snapshot at offset {pos}")
 
 
 def json_equal(a: Any, b: Any) -> bool:
@@ -108,13 +148,20 @@ class KeyValueMachine:
         return sorted(k for k in self._data if k.startswith(prefix))
 
     def snapshot(self) -> bytes:
-        return json.dumps(self._data, sort_keys=True, separators=(",", ":")).encode()
+        """The state as one JSON object, keys sorted (the same bytes on every node). Encoded
+        key by key: each step is short, so the node's other threads (heartbeats) keep running
+        while a large state is serialized."""
+        parts = [b"{"]
+        for k in sorted(self._data):
+            if len(parts) > 1:
+                parts.append(b",")
+            parts.append(f"{_dumps(k)}:{_dumps(self._data[k])}".encode())
+        parts.append(b"}")
+        return b"".join(parts)  # one copy of the whole, not one per concatenation
 
     def restore(self, data: bytes) -> None:
-        loaded = json.loads(data.decode()) if data else {}
-        if not isinstance(loaded, dict):
-            raise ValueError("key-value snapshot must be a JSON object")
-        self._data = loaded
+        """Load a :meth:`snapshot` (any JSON object of the same shape), value by value."""
+        self._data = _load_object(data.decode()) if data else {}
 
     def __len__(self) -> int:
         return len(self._data)

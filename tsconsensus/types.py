@@ -108,6 +108,8 @@ class NodeStatus:
     applied_index: int
     has_quorum: bool
     members: tuple[MemberStatus, ...] = field(default_factory=tuple)
+    leader_gap_max_s: float | None = None
+    """Longest silence between two messages from the leader, seen by a follower."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``GET /v1/status`` body (DESIGN section 4)."""
@@ -131,4 +133,9 @@ class NodeStatus:
             "applied_index": self.applied_index,
             "has_quorum": self.has_quorum,
             "members": members,
+            **(
+                {}
+                if self.leader_gap_max_s is None
+                else {"leader_gap_max_s": round(self.leader_gap_max_s, 4)}
+            ),
         }

@@ -79,6 +79,9 @@ class DriverView:
     transferring: bool
     peers: tuple[PeerView, ...]
     disk_full: bool
+    leader_gap_max_s: float
+    """Longest silence between two messages from the leader this node followed (0 if none):
+    what heartbeats really look like from here."""
 
 
 Apply = Callable[[Sequence[Entry]], None]
@@ -162,6 +165,7 @@ class Driver:
         self._disk_full = False
         self._ticker: asyncio.TimerHandle | None = None
         self._heard: dict[int, float] = {}
+        self._leader_gap_max = 0.0
         self.view = self._make_view()
 
     # -- lifecycle (loop) ------------------------------------------------------------------
@@ -234,7 +238,20 @@ class Driver:
             )
 
     def _on_message(self, m: Message) -> None:
-        self._heard[m.frm] = time.monotonic()
+        now = time.monotonic()
+        if m.frm == self.core.leader and not self.core.is_leader:
+            last = self._heard.get(m.frm)
+            if last is not None and now - last > self._leader_gap_max:
+                self._leader_gap_max = now - last
+                if now - last > self.core.config.election_ticks_min * self._tick_s / 2:
+                    log.warning(
+                        "heard nothing from the leader %016x for %.3fs (half an election "
+                        "timeout is %.3fs)",
+                        m.frm,
+                        now - last,
+                        self.core.config.election_ticks_min * self._tick_s / 2,
+                    )
+        self._heard[m.frm] = now
         self.core.step(m)
         self._kick()
 
@@ -476,6 +493,7 @@ class Driver:
             transferring=core.transferee != NONE,
             peers=tuple(peers),
             disk_full=self._disk_full,
+            leader_gap_max_s=self._leader_gap_max,
         )
 
     def _has_quorum(self) -> bool:
