@@ -36,6 +36,7 @@ from .core import RaftCore
 from .messages import (
     NONE,
     Entry,
+    HardState,
     MembershipChange,
     Message,
     Ready,
@@ -165,6 +166,8 @@ class Driver:
         self._disk_full = False
         self._ticker: asyncio.TimerHandle | None = None
         self._heard: dict[int, float] = {}
+        hs = initial.hard_state
+        self._durable_vote = (hs.term, hs.vote)  # what the disk holds (disk thread writes it)
         self._leader_gap_max = 0.0
         self.view = self._make_view()
 
@@ -294,16 +297,27 @@ class Driver:
             self.transport.send(m)
         if rd.soft_state is not None:
             self._soft_state_changed(rd)
-        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+        if rd.snapshot is not None or rd.entries or self._vote_changed(rd):
             self._persisting = True
             future = self.loop.run_in_executor(self._disk, self._persist, rd)
             future.add_done_callback(functools.partial(self._persisted, rd))
         else:
+            # Nothing to make durable: at most a higher commit index, which Raft need not
+            # persist (a restarted node learns it again); it is written with the next entries.
             self._finish(rd)
+
+    def _vote_changed(self, rd: Ready) -> bool:
+        hs = rd.hard_state
+        return hs is not None and (hs.term, hs.vote) != self._durable_vote
 
     def _persist(self, rd: Ready) -> None:
         """Disk thread: one write and one sync for the whole Ready."""
-        self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        hs = rd.hard_state
+        if hs is None and rd.entries:
+            hs = HardState(self.core.term, self.core.vote, self.core.commit)
+        self.storage.save(hs, rd.entries, rd.snapshot)
+        if hs is not None:
+            self._durable_vote = (hs.term, hs.vote)
 
     def _persisted(self, rd: Ready, future: asyncio.Future[None]) -> None:
         self._persisting = False
