@@ -274,6 +274,9 @@ class Driver:
         if self._persisting:
             for m in self.core.take_messages():
                 self.transport.send(m)
+            view = self.view
+            if self.core.role is not view.role or self.core.leader != view.leader:
+                self._publish()  # a write held up by a full disk must not hide a step-down
             return
         rd = self.core.ready()
         if not rd:
