@@ -8,8 +8,9 @@ into a state a unit test cannot reach (the README's "Durability" section lists t
   already works that way; with ``fsync = false`` nothing reaches the OS before a clean stop).
 - ``TSC_PLANTED_BUG=ack-before-sync``: a planted bug. The node acknowledges what it has not
   made durable: its storage queues each write in memory and syncs only once writes have paused
-  for :data:`ACK_BEFORE_SYNC_QUIET_S`. A cluster that is killed during a burst of writes loses
-  the acknowledged writes of that burst; a durability test must catch it.
+  for :data:`ACK_BEFORE_SYNC_QUIET_S` (membership changes excepted, so the cluster can come
+  back). A cluster killed during a burst of writes loses the acknowledged writes of that
+  burst; a durability test must catch it.
 - ``TSC_INJECT_FSYNC_ERROR=N``: the N-th ``fdatasync`` of this process's storage fails with
   ``EIO`` (N counts from 1), as a failing disk would make it; the node must stop.
 - ``TSC_WAL_SEGMENT_BYTES=N``: WAL segments of N bytes instead of 64 MiB, so that a node on
@@ -31,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from .errors import ConfigError, StorageError, StorageFailedError
-from .raft import InitialState, Storage, open_storage
+from .raft import EntryKind, InitialState, Storage, open_storage
 from .raft.files import FileSystem
 from .raft.messages import Entry, HardState, Snapshot, SnapshotMeta
 from .raft.storage import FileStorage
@@ -116,7 +117,9 @@ class AcknowledgeBeforeSync:
     durable. Each save only queues its write (:meth:`FileStorage.append`: held in this
     process's memory); a background thread syncs once no save came for ``quiet_s``. So a node
     that acknowledges what a save returned acknowledges data a SIGKILL (a power cut, in
-    power-loss mode) loses. Everything else is the wrapped storage's, unchanged."""
+    power-loss mode) loses: under a steady stream of writes, everything since the stream
+    began. Saves of a membership entry or a snapshot stay durable, so the cluster can restart
+    and be read (and show what it lost). Everything else is the wrapped storage's."""
 
     def __init__(self, storage: FileStorage, quiet_s: float = ACK_BEFORE_SYNC_QUIET_S) -> None:
         self._storage = storage
@@ -133,7 +136,9 @@ class AcknowledgeBeforeSync:
         entries: Sequence[Entry] = (),
         snapshot: Snapshot | None = None,
     ) -> None:
-        if snapshot is not None:  # installing a snapshot stays durable: the bug is in acks
+        if snapshot is not None or any(e.kind is EntryKind.MEMBERSHIP for e in entries):
+            # membership stays durable (and what came before it), so a cluster that lost
+            # acknowledged writes to the bug still comes back and can be read
             self._storage.save(hard_state, entries, snapshot)
             return
         self._storage.append(hard_state, entries)
