@@ -68,7 +68,7 @@ def monitor_routes(node: MonitorNode) -> dict[tuple[str, str], Handler]:
         return Response(200, {"peers": peers})
 
     async def get_metrics(_request: Request) -> Response:
-        body = node.metrics.render(node.status()) + _storage_gauge(storage_problem(node))
+        body = node.metrics.render(node.status()) + storage_gauges(storage_problem(node))
         return Response(200, body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def healthz(_request: Request) -> Response:
@@ -105,7 +105,8 @@ def monitor_routes(node: MonitorNode) -> dict[tuple[str, str], Handler]:
     }
 
 
-def _storage_gauge(problem: str | None) -> str:
+def storage_gauges(problem: str | None) -> str:
+    """The storage's gauges in the text format, for ``problem`` (:func:`storage_problem`)."""
     full = problem is not None and problem.startswith("disk full")
     return (
         "# HELP tsc_storage_disk_full 1 while this node's disk is full: it acknowledges "
