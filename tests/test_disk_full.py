@@ -27,6 +27,7 @@ from tsconsensus.errors import TsconsensusError
 from tsconsensus.raft.driver import DISK_FULL_RETRY_S
 from tsconsensus.testing import LocalCluster
 
+from .conftest import FAST_RAFT
 from .helpers import converged_hashes, eventually
 
 Make = Callable[..., LocalCluster]
@@ -61,16 +62,16 @@ class Tmpfs:
 
 
 @pytest.fixture
-def tmpfs_at() -> Iterator[Callable[[Path], Tmpfs]]:
+def tmpfs_at() -> Iterator[Callable[..., Tmpfs]]:
     """Mount a small tmpfs at a path; skip if this process may not mount. Request it before
     ``make_cluster``: fixtures are torn down in reverse, so the nodes are stopped (by PID)
     before the unmount."""
     mounted: list[Path] = []
 
-    def mount(path: Path) -> Tmpfs:
+    def mount(path: Path, size: str = TMPFS_SIZE) -> Tmpfs:
         path.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700", "tmpfs", str(path)],
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
             capture_output=True,
             text=True,
             timeout=10,
@@ -126,7 +127,7 @@ def _start(cluster: LocalCluster) -> None:
 
 
 def test_a_full_disk_stops_one_node_acknowledging_and_it_catches_up_after(
-    tmpfs_at: Callable[[Path], Tmpfs], make_cluster: Make
+    tmpfs_at: Callable[..., Tmpfs], make_cluster: Make
 ) -> None:
     cluster = make_cluster(3, start=False)
     disk = tmpfs_at(Path(cluster.state_dir(0)))
@@ -189,7 +190,7 @@ def test_a_full_disk_stops_one_node_acknowledging_and_it_catches_up_after(
 
 
 def test_a_single_node_on_a_full_disk_acknowledges_nothing_until_space_returns(
-    tmpfs_at: Callable[[Path], Tmpfs], make_cluster: Make
+    tmpfs_at: Callable[..., Tmpfs], make_cluster: Make
 ) -> None:
     cluster = make_cluster(1, start=False)
     disk = tmpfs_at(Path(cluster.state_dir(0)))
@@ -223,3 +224,45 @@ def test_a_single_node_on_a_full_disk_acknowledges_nothing_until_space_returns(
         assert c.execute("get", {"key": refused}).result == 1
         assert c.execute("get", {"key": "after"}).result == 2
     assert _disk_full_gauge(cluster, 0) == 0
+
+
+def test_a_snapshot_the_full_disk_refused_is_saved_once_space_returns(
+    tmpfs_at: Callable[..., Tmpfs], make_cluster: Make
+) -> None:
+    # a full 64 MiB segment fits: the WAL writes into its preallocated space and goes on
+    # acknowledging (durably); only the snapshot files, new ones, meet the full disk
+    raft = {**FAST_RAFT, "compaction_min_entries": 20}
+    cluster = make_cluster(1, start=False, raft_overrides=raft)
+    disk = tmpfs_at(Path(cluster.state_dir(0)), size="80m")
+    cluster.start(wait=True, timeout=30)
+    disk.fill()
+    log_path = cluster.log_path(0)
+    done = 0
+
+    def write_until_retried() -> bool:
+        nonlocal done
+        cluster.execute(0, "set", {f"k{done}": done}, timeout=10)
+        done += 1
+        log = log_path.read_text(errors="replace")
+        return done >= 60 and "cannot save a snapshot, the disk is full" in log
+
+    eventually(write_until_retried, 60, what="a snapshot refused by the full disk")
+    refused_at = time.monotonic()
+    eventually(
+        lambda: write_until_retried() and time.monotonic() - refused_at > 3 * DISK_FULL_RETRY_S,
+        30,
+        what="a few retries of the snapshot",
+    )
+    assert _ready(cluster, 0)  # the log still takes writes: the node still serves
+    log = log_path.read_text(errors="replace")
+    assert log.count("cannot save a snapshot, the disk is full") == 1, log
+
+    disk.free()
+    eventually(
+        lambda: "disk space is back: the snapshot at" in log_path.read_text(errors="replace"),
+        20,
+        what="the snapshot saved once space is back",
+    )
+    assert list((disk.path / "snapshots").glob("*"))
+    with cluster.client(0) as c:
+        assert c.execute("get", {"key": f"k{done - 1}"}).result == done - 1
