@@ -27,6 +27,7 @@ from ._executor import CommandExecutor
 from ._http import HttpServer
 from ._loop import LoopThread
 from ._outcomes import FailReason
+from ._storage_switches import PLANTED_BUG_ENV, open_switched_storage
 from .address import NodeAddress
 from .authorization import Authorizer, cluster_password
 from .client import PeerClients
@@ -36,7 +37,7 @@ from .consensus import Consensus
 from .errors import ConfigError, JoinError, TsconsensusError
 from .metrics import Metrics
 from .native_start import Identity, Joined, decide_start, parse_identity
-from .raft import MEMORY, CoreConfig, Storage, open_storage
+from .raft import MEMORY, CoreConfig, Storage
 from .raft.driver import Driver
 from .staged_restore import StagedBackups, fetcher
 from .start import close_ports, open_ports
@@ -46,11 +47,6 @@ from .types import NodeStatus, RaftState, StateMachine
 
 log = logging.getLogger("tsconsensus")
 
-PLANTED_BUG_ENV = "TSC_PLANTED_BUG"
-"""Test switch: a bug the fault runner must catch (``local-reads``, ``forget-request-ids``,
-``ack-before-sync``). Never set it on a real cluster."""
-POWER_LOSS_ENV = "TSC_POWER_LOSS"
-"""Test switch: ``1`` keeps unsynced writes in the process only, so SIGKILL acts as a power cut."""
 _warned_insecure = False
 
 
@@ -122,11 +118,10 @@ def core_config(config: Config, member: int, cluster_id: int) -> tuple[CoreConfi
 
 
 def open_node_storage(config: Config) -> Storage:
-    return open_storage(
-        config.storage.state_dir,
-        sync=config.storage.fsync,
-        power_loss=os.environ.get(POWER_LOSS_ENV) == "1",
-    )
+    """The node's storage, with the test-only switches of the environment applied
+    (``TSC_POWER_LOSS``, ``TSC_PLANTED_BUG=ack-before-sync``, ``TSC_INJECT_FSYNC_ERROR``,
+    ``TSC_WAL_SEGMENT_BYTES``: :mod:`tsconsensus._storage_switches`)."""
+    return open_switched_storage(config.storage.state_dir, sync=config.storage.fsync)
 
 
 def _parse_raft_address(text: str) -> tuple[str, int] | None:

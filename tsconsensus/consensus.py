@@ -118,6 +118,13 @@ class Consensus:
         self._raft = engine
         self._executor = executor
 
+    @property
+    def storage_problem(self) -> str:
+        """Why this node's storage takes no writes now (``"disk full: ..."`` until space
+        returns, ``"storage failed: ..."`` for good); empty while it works or is starting."""
+        engine = self._engine
+        return "" if engine is None else engine.view.storage_problem
+
     def identity(self) -> dict[str, Any]:
         """``GET /v1/identity``: this node's member id, cluster id and Raft address."""
         if self._identity is None:

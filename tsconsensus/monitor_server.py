@@ -6,8 +6,9 @@
 - ``GET /healthz``: 200 while the node runs.
 - ``GET /v1/snapshot``: the state machine's snapshot on this node (octet-stream), with the
   log index it covers in ``X-Tsc-Index`` and its SHA-256 in ``X-Tsc-Sha256``.
-- ``GET /readyz``: 200 when the node knows a leader and has applied everything it knows to be
-  committed; 503 with the reason otherwise.
+- ``GET /readyz``: 200 when the node's storage takes writes, it knows a leader and has applied
+  everything it knows to be committed; 503 with the reason otherwise (``{"error": "not ready:
+  disk full: ..."}`` while the disk is full).
 """
 
 from __future__ import annotations
@@ -32,9 +33,20 @@ class MonitorNode(Protocol):
     @property
     def metrics(self) -> Metrics: ...
 
+    @property
+    def storage_problem(self) -> str: ...
 
-def readiness(status: NodeStatus) -> str | None:
-    """``None`` when ready, else why not."""
+
+def storage_problem(node: MonitorNode) -> str | None:
+    """Why ``node``'s storage takes no writes (``"disk full: ..."``, ``"storage failed: ..."``),
+    or ``None``."""
+    return node.storage_problem or None
+
+
+def readiness(status: NodeStatus, problem: str | None = None) -> str | None:
+    """``None`` when ready, else why not. ``problem``: :func:`storage_problem`."""
+    if problem is not None:
+        return problem
     if status.leader is None:
         return "no leader known"
     if status.applied_index < status.commit_index:
@@ -55,14 +67,14 @@ def monitor_routes(node: MonitorNode) -> dict[tuple[str, str], Handler]:
         return Response(200, {"peers": peers})
 
     async def get_metrics(_request: Request) -> Response:
-        body = node.metrics.render(node.status())
+        body = node.metrics.render(node.status()) + storage_gauges(storage_problem(node))
         return Response(200, body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def healthz(_request: Request) -> Response:
         return Response(200, {"ok": True})
 
     async def readyz(_request: Request) -> Response:
-        reason = readiness(node.status())
+        reason = readiness(node.status(), storage_problem(node))
         if reason is not None:
             return error(503, f"not ready: {reason}")
         return Response(200, {"ok": True})
@@ -90,3 +102,18 @@ def monitor_routes(node: MonitorNode) -> dict[tuple[str, str], Handler]:
         ("GET", "/healthz"): healthz,
         ("GET", "/readyz"): readyz,
     }
+
+
+def storage_gauges(problem: str | None) -> str:
+    """The storage's gauges in the text format, for ``problem`` (:func:`storage_problem`)."""
+    full = problem is not None and problem.startswith("disk full")
+    return (
+        "# HELP tsc_storage_disk_full 1 while this node's disk is full: it acknowledges "
+        "nothing until space returns.\n"
+        "# TYPE tsc_storage_disk_full gauge\n"
+        f"tsc_storage_disk_full {int(full)}\n"
+        "# HELP tsc_storage_failed 1 once this node's storage failed (a failed fsync): the "
+        "node stops.\n"
+        "# TYPE tsc_storage_failed gauge\n"
+        f"tsc_storage_failed {int(problem is not None and not full)}\n"
+    )

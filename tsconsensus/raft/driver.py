@@ -83,6 +83,9 @@ class DriverView:
     leader_gap_max_s: float
     """Longest silence between two messages from the leader this node followed (0 if none):
     what heartbeats really look like from here."""
+    storage_problem: str = ""
+    """Why the storage takes no writes now (``"disk full: ..."`` until space returns,
+    ``"storage failed: ..."`` for good); empty while it works."""
 
 
 Apply = Callable[[Sequence[Entry]], None]
@@ -164,6 +167,8 @@ class Driver:
         self._stopped = False
         self._failed: BaseException | None = None
         self._disk_full = False
+        self._problem = ""  # DriverView.storage_problem
+        self._snapshot_blocked = False  # a snapshot save waits for space (logged once)
         self._ticker: asyncio.TimerHandle | None = None
         self._heard: dict[int, float] = {}
         hs = initial.hard_state
@@ -289,6 +294,9 @@ class Driver:
         if self._persisting:
             for m in self.core.take_messages():
                 self.transport.send(m)
+            view = self.view
+            if self.core.role is not view.role or self.core.leader != view.leader:
+                self._publish()  # a write held up by a full disk must not hide a step-down
             return
         rd = self.core.ready()
         if not rd:
@@ -326,6 +334,7 @@ class Driver:
             if not self._disk_full:
                 log.error("disk full: acknowledging nothing until space returns (%s)", exc)
                 self._disk_full = True
+                self._problem = f"disk full: {exc}"
                 self._hand_over_if_leader()
                 self._publish()
             self._persisting = True
@@ -337,11 +346,16 @@ class Driver:
         if self._disk_full:
             log.warning("disk space is back: writes resume")
             self._disk_full = False
+            self._problem = ""
         self._finish(rd)
 
     def _retry_persist(self, rd: Ready) -> None:
         if self._stopped:
             return
+        if self.core.transferee == NONE:
+            # the first hand-over may have found no follower caught up, or timed out: a
+            # leader that cannot write must keep trying to give way
+            self._hand_over_if_leader()
         future = self.loop.run_in_executor(self._disk, self._persist, rd)
         future.add_done_callback(functools.partial(self._persisted, rd))
 
@@ -399,6 +413,7 @@ class Driver:
             return
         self._failed = exc
         what = exc if isinstance(exc, StorageError) else repr(exc)
+        self._problem = f"storage failed: {what}"
         log.critical("storage failed, this node stops acknowledging anything: %s", what)
         self._publish()
         self._on_fatal(exc)
@@ -407,6 +422,8 @@ class Driver:
 
     def _snapshot_taken(self, index: int, data: bytes) -> None:
         """Loop: the apply thread took a snapshot at ``index``; persist it, then compact."""
+        if self._stopped or self._failed is not None:
+            return
         try:
             meta = self.core.snapshot_meta(index)
         except ValueError:
@@ -418,10 +435,17 @@ class Driver:
             exc = f.exception()
             if exc is not None:
                 if isinstance(exc, DiskFullError):
-                    log.error("cannot save a snapshot, the disk is full: %s", exc)
+                    if not self._snapshot_blocked:
+                        log.error("cannot save a snapshot, the disk is full: %s", exc)
+                        self._snapshot_blocked = True
+                    # the core asks for no other snapshot until this one is taken: retry it
+                    self.loop.call_later(DISK_FULL_RETRY_S, self._snapshot_taken, index, data)
                     return
                 self._fail(exc)
                 return
+            if self._snapshot_blocked:
+                log.warning("disk space is back: the snapshot at %d is saved", index)
+                self._snapshot_blocked = False
             if f.result():
                 self.core.snapshot_taken(snapshot)
                 self._publish()
@@ -508,6 +532,7 @@ class Driver:
             peers=tuple(peers),
             disk_full=self._disk_full,
             leader_gap_max_s=self._leader_gap_max,
+            storage_problem=self._problem,
         )
 
     def _has_quorum(self) -> bool:

@@ -134,7 +134,7 @@ class syncing:
             raise StorageFailedError(
                 f"fsync of {self.path} failed: {exc.strerror} (errno {exc.errno}); the kernel "
                 "may have dropped the unwritten data, so it is not retried: the process must "
-                "stop",
+                "stop; check the disk (kernel log, SMART) before starting the node on it again",
                 self.path,
             ) from exc
 
