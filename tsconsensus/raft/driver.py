@@ -307,6 +307,16 @@ class Driver:
             self._soft_state_changed(rd)
         if rd.snapshot is not None or rd.entries or self._vote_changed(rd):
             self._persisting = True
+            if not self.storage.syncs:
+                # nothing waits for a disk: save here, without two thread hops
+                done: concurrent.futures.Future[None] = concurrent.futures.Future()
+                try:
+                    self._persist(rd)
+                    done.set_result(None)
+                except BaseException as exc:
+                    done.set_exception(exc)
+                self._persisted(rd, done)
+                return
             future = self.loop.run_in_executor(self._disk, self._persist, rd)
             future.add_done_callback(functools.partial(self._persisted, rd))
         else:
@@ -327,7 +337,9 @@ class Driver:
         if hs is not None:
             self._durable_vote = (hs.term, hs.vote)
 
-    def _persisted(self, rd: Ready, future: asyncio.Future[None]) -> None:
+    def _persisted(
+        self, rd: Ready, future: asyncio.Future[None] | concurrent.futures.Future[None]
+    ) -> None:
         self._persisting = False
         exc = future.exception()
         if isinstance(exc, DiskFullError):

@@ -30,6 +30,10 @@ class MemoryStorage:
         self._snapshot: Snapshot | None = None
 
     @property
+    def syncs(self) -> bool:
+        return False
+
+    @property
     def member_id(self) -> int:
         return self._member_id
 

@@ -184,6 +184,10 @@ class FileStorage:
     # -- identity --------------------------------------------------------------------------
 
     @property
+    def syncs(self) -> bool:
+        return self._sync
+
+    @property
     def member_id(self) -> int:
         """This node's member id: random, non-zero, fixed for the directory's life."""
         return self._identity.member_id

@@ -34,6 +34,12 @@ class Storage(Protocol):
     except that nothing outlives the object."""
 
     @property
+    def syncs(self) -> bool:
+        """Whether a save waits for the disk (fsync). A storage that does not may be written
+        on the caller's thread: a save then costs microseconds."""
+        ...
+
+    @property
     def member_id(self) -> int: ...
 
     @property
