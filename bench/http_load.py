@@ -1,6 +1,7 @@
 """Load on the command port (``POST /v1/execute``) from a separate process (prints figures).
 
-Starts a 3-node local cluster (``tsc node start`` processes, in memory) and drives it from
+Starts a 3-node local cluster (``tsc node start`` processes; state directories with fsync by
+default, ``--storage nosync`` or ``memory`` for less) and drives it from
 this process with N keep-alive connections spread over the three nodes, each sending one
 request at a time: an asyncio client on raw sockets, so the client costs little next to the
 nodes. Figures are medians over rounds.
@@ -50,15 +51,17 @@ async def _connection(host: str, port: int, source: str, stop_at: float, tag: in
     return latencies
 
 
-async def _round(cluster: LocalCluster, connections: int, seconds: float) -> tuple[float, float]:
+async def _round(
+    cluster: LocalCluster, targets: list[int], connections: int, seconds: float
+) -> tuple[float, float]:
     stop_at = time.perf_counter() + seconds
     started = time.perf_counter()
     results = await asyncio.gather(
         *(
             _connection(
-                cluster.addresses[c % 3],
+                cluster.addresses[targets[c % len(targets)]],
                 cluster.ports.command,
-                cluster.addresses[c % 3],
+                cluster.addresses[targets[c % len(targets)]],
                 stop_at,
                 c,
             )
@@ -75,24 +78,45 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 64])
+    parser.add_argument(
+        "--storage",
+        choices=("fsync", "nosync", "memory"),
+        default="fsync",
+        help="state directories with fsync (the default durability), without fsync, or none",
+    )
     args = parser.parse_args()
     base = f"127.{random.randint(2, 250)}.{random.randint(0, 250)}.1"
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = LocalCluster(Path(tmp), nodes=3, base_address=base, persistent=False)
+        cluster = LocalCluster(
+            Path(tmp), nodes=3, base_address=base, persistent=args.storage != "memory"
+        )
+        for i in range(3):
+            cluster.node_overrides[i] = {"storage": {"fsync": args.storage == "fsync"}}
         try:
             cluster.start(wait=True, timeout=30)
+            leader = cluster.wait_for_leader()
+            follower = next(i for i in range(3) if i != leader)
+            print(f"storage: {args.storage}")
             for connections in args.connections:
-                rates, medians = [], []
-                for _ in range(args.rounds):
-                    rate, median_ms = asyncio.run(_round(cluster, connections, args.seconds))
-                    rates.append(rate)
-                    medians.append(median_ms)
-                print(
-                    f"HTTP /v1/execute, {connections:3d} connections over 3 nodes: "
-                    f"median {statistics.median(rates):8,.0f} cmd/s, "
-                    f"median latency {statistics.median(medians):6.2f} ms "
-                    f"(rounds: {', '.join(f'{r:,.0f}' for r in rates)})"
-                )
+                # one connection: to the leader, then to a follower (which forwards);
+                # several: spread over the three nodes
+                cases = [("leader", [leader]), ("a follower", [follower])]
+                if connections > 1:
+                    cases = [("3 nodes", [0, 1, 2])]
+                for where, targets in cases:
+                    rates, medians = [], []
+                    for _ in range(args.rounds):
+                        rate, median_ms = asyncio.run(
+                            _round(cluster, targets, connections, args.seconds)
+                        )
+                        rates.append(rate)
+                        medians.append(median_ms)
+                    shown = ", ".join(f"{r:,.0f}" for r in rates)
+                    print(
+                        f"HTTP /v1/execute, {connections:3d} connections to {where:10s}: "
+                        f"median {statistics.median(rates):8,.0f} cmd/s, median latency "
+                        f"{statistics.median(medians):6.2f} ms (rounds: {shown})"
+                    )
         finally:
             cluster.stop()
 

@@ -1,11 +1,12 @@
 """Throughput of ``execute_command`` on a 3-node local cluster (prints figures; not a test).
 
 Node 1 runs in this process (it is where ``execute_command`` is called); nodes 2 and 3 are
-separate ``tsc node start`` processes. All on loopback addresses, static tailnet, in memory.
+separate ``tsc node start`` processes. All on loopback addresses, static tailnet; state
+directories with fsync by default (``--storage nosync`` or ``memory`` for less).
 Node 1 gets shorter election timeouts so it (nearly always) becomes the leader; a run through a
 follower is measured too, since followers forward to the leader.
 
-    .venv/bin/python bench/throughput.py [--seconds 3] [--rounds 3]
+    .venv/bin/python bench/throughput.py [--seconds 3] [--rounds 3] [--storage fsync]
 
 Figures are medians over rounds; the machine is shared and noisy, so compare within one run.
 """
@@ -57,11 +58,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one measurement")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per figure")
     parser.add_argument("--callers", type=int, default=64, help="concurrent callers")
+    parser.add_argument(
+        "--storage",
+        choices=("fsync", "nosync", "memory"),
+        default="fsync",
+        help="state directories with fsync (the default durability), without fsync, or none",
+    )
     args = parser.parse_args()
 
     base = f"127.{random.randint(2, 250)}.{random.randint(0, 250)}.1"
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = LocalCluster(Path(tmp), nodes=3, base_address=base, persistent=False)
+        cluster = LocalCluster(
+            Path(tmp), nodes=3, base_address=base, persistent=args.storage != "memory"
+        )
+        for i in range(3):
+            cluster.node_overrides[i] = {"storage": {"fsync": args.storage == "fsync"}}
         cluster.write()
         slow = {"election_timeout_min_s": 1.5, "election_timeout_max_s": 3.0}
         cluster.raft_overrides = slow
@@ -71,7 +82,11 @@ def main() -> None:
         )
         config = cluster.config(0)
         config = tsc.Config(
-            cluster=config.cluster, ports=config.ports, raft=fast, tailnet=config.tailnet
+            cluster=config.cluster,
+            ports=config.ports,
+            raft=fast,
+            tailnet=config.tailnet,
+            storage=config.storage,
         )
         try:
             for i in (1, 2):
@@ -84,7 +99,10 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise tsc.TsconsensusError("nodes 2 and 3 did not connect")
                     time.sleep(0.05)
-                print(f"cluster {cluster.addresses}, node1 is {node.status().state.value}")
+                print(
+                    f"cluster {cluster.addresses}, node1 is {node.status().state.value}, "
+                    f"storage: {args.storage}"
+                )
                 results: dict[str, list[float]] = {}
 
                 def lib_call(c: int, i: int) -> None:

@@ -123,6 +123,7 @@ class EngineNode:
         # test-only planted bug: answer reads from this replica without ReadIndex
         self._local_reads = local_reads
         self._read_ids = itertools.count(1)
+        self._loop_thread = 0  # the loop's thread id, known once started
         self._applier = applier
         self._address = address
         self._max_batch = max_batch_bytes
@@ -148,6 +149,7 @@ class EngineNode:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop_thread = threading.get_ident()
         await self.driver.start()
 
     async def stop_async(self) -> None:
@@ -174,7 +176,15 @@ class EngineNode:
             if self._wake_scheduled:
                 return
             self._wake_scheduled = True
-        self.loop.call_soon_threadsafe(self._drain)
+        self._on_loop_soon(self._drain)
+
+    def _on_loop_soon(self, fn: Callable[..., None], *args: object) -> None:
+        """Run ``fn`` on the node's loop soon; from the loop itself without waking it through
+        its self-pipe (the HTTP ports run there: most commands start on the loop)."""
+        if self._loop_thread == threading.get_ident():
+            self.loop.call_soon(fn, *args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
 
     @property
     def log_time(self) -> float:
@@ -188,7 +198,7 @@ class EngineNode:
         """A linearizable read: ``callback`` gets the result once this node has applied
         everything committed when the read arrived (ReadIndex: confirmed by a heartbeat round
         of the leader, no log entry, no clock), or a reason to retry."""
-        self.loop.call_soon_threadsafe(self._start_read, command, callback)
+        self._on_loop_soon(self._start_read, command, callback)
 
     def _start_read(self, command: Command, callback: SubmitCallback) -> None:
         def answer() -> None:  # apply thread
