@@ -95,9 +95,11 @@ def main() -> None:
             try:
                 node.wait_for_leader(timeout=30)
                 deadline = time.monotonic() + 10
-                while any(not m.connected for m in node.status().members):
+                while not node.status().has_quorum or node.execute_command(
+                    tsc.Command("get", {"key": "warm-up"})
+                ).error:
                     if time.monotonic() > deadline:
-                        raise tsc.TsconsensusError("nodes 2 and 3 did not connect")
+                        raise tsc.TsconsensusError("the cluster did not become ready")
                     time.sleep(0.05)
                 print(
                     f"cluster {cluster.addresses}, node1 is {node.status().state.value}, "

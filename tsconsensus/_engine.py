@@ -17,12 +17,13 @@ import collections
 import concurrent.futures
 import itertools
 import logging
-import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from . import _forwarding as forwarding
 from ._applier import LogApplier, Outcome, join_entries
+from ._forwarding import encode_forward
 from ._outcomes import FailReason, Refusal, SubmitCallback
 from .address import NodeAddress
 from .errors import ProposalRefusedError
@@ -33,17 +34,6 @@ from .types import Command, MemberStatus, NodeStatus, RaftState
 log = logging.getLogger("tsconsensus.engine")
 T = TypeVar("T")
 
-_FORWARD = b"F"
-_REFUSED = b"R"
-_HEAD = struct.Struct(">cQI")  # kind, forward id, count (FORWARD) or reason code (REFUSED)
-_LEN = struct.Struct(">I")
-_REASONS = [
-    FailReason.NOT_LEADER,
-    FailReason.NO_LEADER,
-    FailReason.QUEUE_FULL,
-    FailReason.DENIED,
-    FailReason.LEADER_CHANGED,
-]
 _REFUSAL = {
     "not-leader": FailReason.NOT_LEADER,
     "transferring": FailReason.NOT_LEADER,
@@ -57,6 +47,7 @@ _ROLES = {
     Role.FOLLOWER: RaftState.FOLLOWER,
 }
 FORWARD_TIMEOUT_S = 5.0
+MAX_ORIGINS = 100_000
 
 
 def hex_id(member: int) -> str:
@@ -71,38 +62,6 @@ def parse_hex_id(text: str) -> int:
     if value == 0:
         raise ValueError("member id 0 is not valid")
     return value
-
-
-def encode_forward(forward_id: int, commands: Sequence[bytes]) -> bytes:
-    parts = [_HEAD.pack(_FORWARD, forward_id, len(commands))]
-    for c in commands:
-        parts.append(_LEN.pack(len(c)))
-        parts.append(c)
-    return b"".join(parts)
-
-
-def decode_driver_frame(payload: bytes) -> tuple[bytes, int, int, list[bytes]]:
-    """(kind, forward id, reason code, commands); ValueError on anything malformed."""
-    if len(payload) < _HEAD.size:
-        raise ValueError("short driver frame")
-    kind, forward_id, count = _HEAD.unpack_from(payload)
-    if kind == _REFUSED:
-        return kind, forward_id, count, []
-    if kind != _FORWARD:
-        raise ValueError(f"unknown driver frame kind {kind!r}")
-    commands, offset = [], _HEAD.size
-    for _ in range(count):
-        if offset + 4 > len(payload):
-            raise ValueError("truncated forward frame")
-        (n,) = _LEN.unpack_from(payload, offset)
-        offset += 4
-        if offset + n > len(payload):
-            raise ValueError("truncated forward frame")
-        commands.append(payload[offset : offset + n])
-        offset += n
-    if offset != len(payload):
-        raise ValueError("trailing bytes in a forward frame")
-    return kind, forward_id, 0, commands
 
 
 class EngineNode:
@@ -134,6 +93,8 @@ class EngineNode:
         self._wake_scheduled = False
         self._forward_ids = itertools.count(1)
         self._forwards: dict[int, list[str]] = {}
+        # leader: request ids of forwarded commands -> the follower waiting for them
+        self._origins: dict[str, int] = {}
         self._handing_over = False
         self._state = RaftState.FOLLOWER
         self.driver: Driver = make_driver(
@@ -235,7 +196,7 @@ class EngineNode:
             forward_id = next(self._forward_ids)
             self._forwards[forward_id] = [rid for rid, _ in batch]
             self.loop.call_later(FORWARD_TIMEOUT_S, self._forwards.pop, forward_id, None)
-            self.driver.send_driver(view.leader, encode_forward(forward_id, [e for _, e in batch]))
+            self.driver.send_driver(view.leader, encode_forward(forward_id, batch))
 
     def _batches(self, pending: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
         batches: list[list[tuple[str, bytes]]] = [[]]
@@ -259,25 +220,42 @@ class EngineNode:
 
     def _on_driver_frame(self, member: int, payload: bytes) -> None:
         try:
-            kind, forward_id, code, commands = decode_driver_frame(payload)
-        except ValueError as exc:
+            frame = forwarding.decode(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
             log.warning("dropping a bad driver frame from %016x: %s", member, exc)
             return
-        if kind == _REFUSED:
-            ids = self._forwards.pop(forward_id, None)
+        if frame.kind == forwarding.REFUSED:
+            ids = self._forwards.pop(frame.forward_id, None)
             if ids:
-                self._fail(ids, _REASONS[code] if code < len(_REASONS) else FailReason.NOT_LEADER)
+                self._fail(ids, frame.reason)
+            return
+        if frame.kind == forwarding.RESULTS:
+            self._resolve(frame.outcomes)  # the leader applied them: answer at once
             return
         view = self.driver.view
         reason = ""
         if view.role is not Role.LEADER or self._handing_over:
             reason = "not-leader"
         else:
-            for batch in self._batches([("", c) for c in commands]):
+            for batch in self._batches(frame.commands):
                 reason = self._propose_batch(batch, []) or reason
+                if not reason:
+                    self._remember_origins(batch, member)
         if reason:
-            code = _REASONS.index(_REFUSAL.get(reason, FailReason.NOT_LEADER))
-            self.driver.send_driver(member, _HEAD.pack(_REFUSED, forward_id, code))
+            failure = _REFUSAL.get(reason, FailReason.NOT_LEADER)
+            self.driver.send_driver(member, forwarding.encode_refused(frame.forward_id, failure))
+
+    def _remember_origins(self, batch: Sequence[tuple[str, bytes]], member: int) -> None:
+        origins = self._origins
+        if len(origins) > MAX_ORIGINS:  # answers that never came (leader changes): forget
+            origins.clear()
+        for rid, _ in batch:
+            origins[rid] = member
+
+    def _send_results(self, results: dict[int, list[tuple[str, Outcome]]]) -> None:
+        """Loop: tell followers the outcomes of the commands they forwarded."""
+        for member, outcomes in results.items():
+            self.driver.send_driver(member, forwarding.encode_results(outcomes))
 
     def _fail(self, request_ids: Sequence[str], reason: FailReason) -> None:
         callbacks: list[SubmitCallback] = []
@@ -300,9 +278,21 @@ class EngineNode:
                 outcomes = self._applier.apply_entry(e.data, e.index, e.time / 1000.0)
                 if outcomes:
                     self._resolve(outcomes)
+                    if self._origins:
+                        self._answer_followers(outcomes)
             self._applied = e.index
 
-    def _resolve(self, outcomes: list[tuple[str, Outcome]]) -> None:
+    def _answer_followers(self, outcomes: list[tuple[str, Outcome]]) -> None:
+        results: dict[int, list[tuple[str, Outcome]]] = {}
+        pop = self._origins.pop
+        for rid, outcome in outcomes:
+            member = pop(rid, None)
+            if member is not None:
+                results.setdefault(member, []).append((rid, outcome))
+        if results:
+            self.loop.call_soon_threadsafe(self._send_results, results)
+
+    def _resolve(self, outcomes: Sequence[tuple[str, Outcome]]) -> None:
         callbacks: list[tuple[SubmitCallback, Outcome]] = []
         with self._lock:
             if not self._waiters:
@@ -345,6 +335,7 @@ class EngineNode:
             old, self._state = self._state, state
             if state is not RaftState.LEADER and old is RaftState.LEADER:
                 self._fail_all(FailReason.LEADER_CHANGED)
+                self._origins = {}
             if self._on_state_change is not None:
                 self._on_state_change(old, state)
 
