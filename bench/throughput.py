@@ -3,8 +3,8 @@
 Node 1 runs in this process (it is where ``execute_command`` is called); nodes 2 and 3 are
 separate ``tsc node start`` processes. All on loopback addresses, static tailnet; state
 directories with fsync by default (``--storage nosync`` or ``memory`` for less).
-Node 1 gets shorter election timeouts so it (nearly always) becomes the leader; a run through a
-follower is measured too, since followers forward to the leader.
+Each figure is measured twice: with node 1 the leader, and with node 1 a follower (which
+forwards every command to the leader); leadership is moved between rounds to make it so.
 
     .venv/bin/python bench/throughput.py [--seconds 3] [--rounds 3] [--storage fsync]
 
@@ -51,6 +51,24 @@ def concurrent(call: object, callers: int, seconds: float) -> float:
     with ThreadPoolExecutor(callers) as pool:
         list(pool.map(worker, range(callers)))
     return sum(counts) / (time.perf_counter() - start)
+
+
+def place_leadership(cluster: LocalCluster, node: tsc.Consensus, *, leader: bool) -> None:
+    """Move leadership so that ``node`` (node 1, in this process) leads or follows."""
+    deadline = time.monotonic() + 30
+    while node.is_leader != leader:
+        if time.monotonic() > deadline:
+            raise tsc.TsconsensusError("leadership could not be placed for the measurement")
+        try:
+            if node.is_leader:
+                node.transfer_leadership(timeout=5)
+            else:
+                other = cluster.leader_index(among=[1, 2])
+                if other is not None:
+                    cluster.monitor(other).transfer_leadership(to=node.node_id)
+        except tsc.TsconsensusError:
+            pass  # an election in between; look again
+        time.sleep(0.1)
 
 
 def main() -> None:
@@ -111,13 +129,16 @@ def main() -> None:
                     node.execute_command(tsc.Command("set", {f"c{c}": i}))
 
                 for _ in range(args.rounds):
-                    results.setdefault("execute_command, 1 caller (cmd/s)", []).append(
-                        sequential(node, args.seconds)
-                    )
-                    results.setdefault(
-                        f"execute_command, {args.callers} callers (cmd/s)", []
-                    ).append(concurrent(lib_call, args.callers, args.seconds))
-                for label, values in results.items():
+                    for role in ("leader", "follower"):
+                        place_leadership(cluster, node, leader=role == "leader")
+                        results.setdefault(
+                            f"execute_command on the {role}, 1 caller (cmd/s)", []
+                        ).append(sequential(node, args.seconds))
+                        results.setdefault(
+                            f"execute_command on the {role}, {args.callers} callers (cmd/s)", []
+                        ).append(concurrent(lib_call, args.callers, args.seconds))
+                for label in sorted(results):
+                    values = results[label]
                     shown = ", ".join(f"{v:,.0f}" for v in values)
                     print(f"{label:60s} median {statistics.median(values):8,.0f}   ({shown})")
             finally:

@@ -183,14 +183,16 @@ def test_command_line_help_and_bad_options() -> None:
 @pytest.mark.soak
 @pytest.mark.timeout(1200)
 def test_long_run_of_every_nemesis_on_five_nodes(tmp_path: Path) -> None:
-    """``python -m tsconsensus.testing.faults --nodes 5 --duration 300 --nemesis all``."""
+    """The README's reliability run: ``python -m tsconsensus.testing.faults --nodes 5
+    --duration 300 --clients 10 --nemesis all --power-loss --seed 7``."""
     report = run(
         RunOptions(
             nodes=5,
             duration_s=300,
-            seed=5,
+            seed=7,
             clients=10,
             nemeses=tuple(NEMESES),
+            power_loss=True,
             directory=tmp_path / "run",
             client=ClientSettings(),
         )
