@@ -28,7 +28,8 @@ from ._outcomes import FailReason, Refusal, SubmitCallback
 from .address import NodeAddress
 from .errors import ProposalRefusedError
 from .raft import Entry, EntryKind, MembershipChange, MembershipOp, Role, Snapshot
-from .raft.driver import Driver, DriverView
+from .raft.driver import Driver
+from .raft.driver_view import DriverView
 from .types import Command, MemberStatus, NodeStatus, RaftState
 
 log = logging.getLogger("tsconsensus.engine")

@@ -22,27 +22,17 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import queue
 import random
-import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
 from ..errors import DiskFullError, ProposalRefusedError, StorageError
 from ._base import InitialState
+from .apply_worker import Apply, ApplyWorker, ReadDone, Restore, TakeSnapshot
 from .config import CoreConfig
 from .core import RaftCore
-from .messages import (
-    NONE,
-    Entry,
-    HardState,
-    MembershipChange,
-    Message,
-    Ready,
-    Role,
-    Snapshot,
-)
+from .driver_view import DriverView, make_view
+from .messages import NONE, HardState, MembershipChange, Message, Ready, Role, Snapshot
 from .progress import ProgressState
 from .storage_types import Storage
 from .transport import Transport
@@ -50,47 +40,6 @@ from .transport import Transport
 log = logging.getLogger("tsconsensus.raft")
 
 DISK_FULL_RETRY_S = 1.0
-
-
-@dataclass(frozen=True)
-class PeerView:
-    """What this node knows of one member, for status pages."""
-
-    id: int
-    address: str
-    voter: bool
-    match: int | None  # leader only
-    last_heard_s: float | None  # seconds since a message from it arrived (None: never)
-
-
-@dataclass(frozen=True)
-class DriverView:
-    """An immutable picture of the node, refreshed by the loop after every change; any thread
-    may read :attr:`Driver.view`."""
-
-    member_id: int
-    cluster_id: int
-    role: Role
-    term: int
-    leader: int
-    commit: int
-    applied: int
-    last_index: int
-    has_quorum: bool
-    transferring: bool
-    peers: tuple[PeerView, ...]
-    disk_full: bool
-    leader_gap_max_s: float
-    """Longest silence between two messages from the leader this node followed (0 if none):
-    what heartbeats really look like from here."""
-    storage_problem: str = ""
-    """Why the storage takes no writes now (``"disk full: ..."`` until space returns,
-    ``"storage failed: ..."`` for good); empty while it works."""
-
-
-Apply = Callable[[Sequence[Entry]], None]
-TakeSnapshot = Callable[[], tuple[int, bytes]]
-Restore = Callable[[Snapshot], None]
 
 
 class Driver:
@@ -130,7 +79,6 @@ class Driver:
         self.storage = storage
         self.core = RaftCore(config, initial, rng or random.Random())
         self._tick_s = tick_s
-        self._apply_fn, self._take_snapshot, self._restore = apply, take_snapshot, restore
         self._on_view, self._on_fatal = on_view, on_fatal
         self._on_driver_frame = on_driver_frame
         self._parse_address = parse_address
@@ -152,16 +100,21 @@ class Driver:
             dial=dial,
         )
         self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tsc-disk")
-        self._apply_queue: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
-        self._apply_thread = threading.Thread(
-            target=self._apply_loop, name=f"tsc-apply-{config.id:016x}", daemon=True
+        self._worker = ApplyWorker(
+            name=f"tsc-apply-{config.id:016x}",
+            applied=self.core.applied_handed,
+            apply=apply,
+            take_snapshot=take_snapshot,
+            restore=restore,
+            on_snapshot=lambda index, data: loop.call_soon_threadsafe(
+                self._snapshot_taken, index, data
+            ),
+            on_progress=lambda: loop.call_soon_threadsafe(self._applied_moved),
         )
-        self.applied = self.core.applied_handed  # written by the apply thread only
         if initial.snapshot is not None:
             # the state machine starts empty: bring it to the snapshot the log continues from
-            self._apply_queue.put(("restore", initial.snapshot))
-        self._reads: dict[int, tuple[int, Callable[[bool], None]]] = {}
-        self._read_waiters: list[tuple[int, Callable[[bool], None]]] = []  # apply thread
+            self._worker.restore(initial.snapshot)
+        self._reads: dict[int, ReadDone] = {}
         self._persisting = False
         self._scheduled = False
         self._stopped = False
@@ -181,7 +134,7 @@ class Driver:
     async def start(self) -> None:
         """Listen on the Raft port and start ticking. Raises OSError naming the address."""
         await self.transport.start()
-        self._apply_thread.start()
+        self._worker.start()
         self._ticker = self.loop.call_later(self._tick_s, self._tick)
         self._kick()
 
@@ -193,13 +146,13 @@ class Driver:
         if self._ticker is not None:
             self._ticker.cancel()
         await self.transport.stop()
-        self._apply_queue.put(("stop", None))
-        await self.loop.run_in_executor(None, self._apply_thread.join, 10)
+        await self.loop.run_in_executor(None, self._worker.stop, 10)
         self._disk.shutdown(wait=True)
 
     @property
-    def apply_thread(self) -> threading.Thread:
-        return self._apply_thread
+    def applied(self) -> int:
+        """The last index the apply thread handed to ``apply`` (any thread may read it)."""
+        return self._worker.applied
 
     # -- inputs (loop) -----------------------------------------------------------------------
 
@@ -227,7 +180,7 @@ class Driver:
         if self._failed is not None:
             done(False)
             return
-        self._reads[context] = (0, done)
+        self._reads[context] = done
         self.core.read_index(context)
         self._kick()
 
@@ -382,19 +335,19 @@ class Driver:
                 meta.term,
                 len(rd.snapshot.data),
             )
-            self._apply_queue.put(("restore", rd.snapshot))
+            self._worker.restore(rd.snapshot)
         if rd.committed:
-            self._apply_queue.put(("apply", rd.committed))
+            self._worker.apply(rd.committed)
         for rs in rd.read_states:
             waiting = self._reads.pop(rs.context, None)
             if waiting is not None:
-                self._apply_queue.put(("read", (rs.index, waiting[1])))
+                self._worker.read(rs.index, waiting)
         for ctx in rd.reads_dropped:
             waiting = self._reads.pop(ctx, None)
             if waiting is not None:
-                waiting[1](False)
+                waiting(False)
         if rd.snapshot_due:
-            self._apply_queue.put(("snapshot", None))
+            self._worker.take_snapshot()
         self.core.advance(rd)
         self._publish()
         self._process()
@@ -466,44 +419,17 @@ class Driver:
 
     # -- the apply thread --------------------------------------------------------------------
 
-    def _apply_loop(self) -> None:
-        while True:
-            kind, item = self._apply_queue.get()
-            if kind == "stop":
-                return
-            try:
-                if kind == "apply":
-                    entries: Sequence[Entry] = item  # type: ignore[assignment]
-                    self._apply_fn(entries)
-                    self.applied = entries[-1].index
-                elif kind == "restore":
-                    snap: Snapshot = item  # type: ignore[assignment]
-                    self._restore(snap)
-                    self.applied = snap.meta.index
-                elif kind == "snapshot":
-                    index, data = self._take_snapshot()
-                    self.loop.call_soon_threadsafe(self._snapshot_taken, index, data)
-                elif kind == "read":
-                    self._read_waiters.append(item)  # type: ignore[arg-type]
-                elif kind == "call":
-                    item()  # type: ignore[operator]
-            except Exception:  # the layer above must never raise: keep the log moving
-                log.exception("the apply thread failed on %s", kind)
-            if self._read_waiters:
-                ready = [w for w in self._read_waiters if w[0] <= self.applied]
-                self._read_waiters = [w for w in self._read_waiters if w[0] > self.applied]
-                for _, done in ready:
-                    done(True)
-            if kind != "read":
-                self.loop.call_soon_threadsafe(self._publish)
-
     def on_apply_thread(self) -> bool:
-        return threading.current_thread() is self._apply_thread
+        return self._worker.on_thread()
 
     def call_on_apply_thread(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the apply thread, between two applies (for consistent reads of the
         state machine)."""
-        self._apply_queue.put(("call", fn))
+        self._worker.call(fn)
+
+    def _applied_moved(self) -> None:
+        self._worker.progress_seen()  # first: an apply finishing after this wakes us again
+        self._publish()
 
     # -- status ------------------------------------------------------------------------------
 
@@ -512,52 +438,12 @@ class Driver:
         self._on_view(self.view)
 
     def _make_view(self) -> DriverView:
-        core = self.core
-        now = time.monotonic()
-        membership = core.membership
-        peers = []
-        for m in sorted(membership.members):
-            pr = core.progress.get(m) if core.is_leader else None
-            heard = self._heard.get(m)
-            peers.append(
-                PeerView(
-                    id=m,
-                    address=membership.addresses.get(m, ""),
-                    voter=m in membership.voters,
-                    match=(core.stable_index if m == core.id else pr.match)
-                    if pr is not None
-                    else None,
-                    last_heard_s=None if heard is None else now - heard,
-                )
-            )
-        return DriverView(
-            member_id=core.id,
-            cluster_id=core.cluster_id,
-            role=core.role,
-            term=core.term,
-            leader=core.leader,
-            commit=core.commit,
-            applied=self.applied,
-            last_index=core.log.last_index,
-            has_quorum=self._has_quorum(),
-            transferring=core.transferee != NONE,
-            peers=tuple(peers),
+        return make_view(
+            self.core,
+            applied=self._worker.applied,
+            heard=self._heard,
+            tick_s=self._tick_s,
             disk_full=self._disk_full,
             leader_gap_max_s=self._leader_gap_max,
             storage_problem=self._problem,
         )
-
-    def _has_quorum(self) -> bool:
-        """Leader: a majority of voters (itself included) was heard from within the minimum
-        election timeout. Others: a leader is known."""
-        core = self.core
-        if not core.is_leader:
-            return core.leader != NONE
-        window = core.config.election_ticks_min * self._tick_s
-        now = time.monotonic()
-        fresh = sum(
-            1
-            for v in core.membership.voters
-            if v == core.id or now - self._heard.get(v, -1e9) < window
-        )
-        return fresh >= core.membership.quorum()

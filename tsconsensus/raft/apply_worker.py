@@ -1,0 +1,124 @@
+"""The apply thread of one node: committed entries, snapshots and reads, in log order.
+
+The driver's loop hands it work through a queue; it calls the layer above (``apply``,
+``restore``, ``take_snapshot``) on its own thread, so a slow ``apply`` never stalls heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+
+from .messages import Entry, Snapshot
+
+log = logging.getLogger("tsconsensus.raft")
+
+Apply = Callable[[Sequence[Entry]], None]
+TakeSnapshot = Callable[[], tuple[int, bytes]]
+Restore = Callable[[Snapshot], None]
+ReadDone = Callable[[bool], None]
+
+
+class ApplyWorker:
+    """One thread, one queue. Any thread may enqueue; the callables run on the worker thread.
+
+    ``on_snapshot(index, data)`` and ``on_progress()`` are called on the worker thread: the
+    first after each snapshot taken, the second after work that moved :attr:`applied` (at most
+    one call pending at a time: the driver acknowledges it with :meth:`progress_seen`, so a
+    burst of applies wakes the loop once, not once per batch).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        applied: int,
+        apply: Apply,
+        take_snapshot: TakeSnapshot,
+        restore: Restore,
+        on_snapshot: Callable[[int, bytes], object],
+        on_progress: Callable[[], object],
+    ) -> None:
+        self._apply_fn, self._take_snapshot, self._restore = apply, take_snapshot, restore
+        self._on_snapshot, self._on_progress = on_snapshot, on_progress
+        self._queue: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._read_waiters: list[tuple[int, ReadDone]] = []  # worker thread only
+        self._progress_pending = False
+        self.applied = applied
+        """The last index handed to ``apply`` or restored (written by the worker only)."""
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Ask the thread to finish what is queued, then wait for it (blocking)."""
+        self._queue.put(("stop", None))
+        self._thread.join(timeout)
+
+    def on_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self._queue.put(("restore", snapshot))
+
+    def apply(self, entries: Sequence[Entry]) -> None:
+        self._queue.put(("apply", entries))
+
+    def take_snapshot(self) -> None:
+        self._queue.put(("snapshot", None))
+
+    def read(self, index: int, done: ReadDone) -> None:
+        """``done(True)`` on the worker thread once ``index`` is applied."""
+        self._queue.put(("read", (index, done)))
+
+    def call(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the worker thread between two applies."""
+        self._queue.put(("call", fn))
+
+    def progress_seen(self) -> None:
+        """Loop: the last ``on_progress`` was handled; the next one may be sent."""
+        self._progress_pending = False
+
+    def _run(self) -> None:
+        while True:
+            kind, item = self._queue.get()
+            if kind == "stop":
+                return
+            try:
+                if kind == "apply":
+                    entries: Sequence[Entry] = item  # type: ignore[assignment]
+                    self._apply_fn(entries)
+                    self.applied = entries[-1].index
+                elif kind == "restore":
+                    snap: Snapshot = item  # type: ignore[assignment]
+                    self._restore(snap)
+                    self.applied = snap.meta.index
+                elif kind == "snapshot":
+                    index, data = self._take_snapshot()
+                    self._on_snapshot(index, data)
+                elif kind == "read":
+                    self._read_waiters.append(item)  # type: ignore[arg-type]
+                elif kind == "call":
+                    item()  # type: ignore[operator]
+            except Exception:  # the layer above must never raise: keep the log moving
+                log.exception("the apply thread failed on %s", kind)
+            if self._read_waiters:
+                self._answer_reads()
+            if kind != "read" and not self._progress_pending:
+                self._progress_pending = True
+                self._on_progress()
+
+    def _answer_reads(self) -> None:
+        applied = self.applied
+        ready = [w for w in self._read_waiters if w[0] <= applied]
+        if ready:
+            self._read_waiters = [w for w in self._read_waiters if w[0] > applied]
+            for _, done in ready:
+                done(True)

@@ -1,0 +1,102 @@
+"""Immutable pictures of a running node, for status pages and readiness checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .core import RaftCore
+from .messages import NONE, Role
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """What this node knows of one member, for status pages."""
+
+    id: int
+    address: str
+    voter: bool
+    match: int | None  # leader only
+    last_heard_s: float | None  # seconds since a message from it arrived (None: never)
+
+
+@dataclass(frozen=True)
+class DriverView:
+    """An immutable picture of the node, refreshed by the loop after every change; any thread
+    may read :attr:`Driver.view`."""
+
+    member_id: int
+    cluster_id: int
+    role: Role
+    term: int
+    leader: int
+    commit: int
+    applied: int
+    last_index: int
+    has_quorum: bool
+    transferring: bool
+    peers: tuple[PeerView, ...]
+    disk_full: bool
+    leader_gap_max_s: float
+    """Longest silence between two messages from the leader this node followed (0 if none):
+    what heartbeats really look like from here."""
+    storage_problem: str = ""
+    """Why the storage takes no writes now (``"disk full: ..."`` until space returns,
+    ``"storage failed: ..."`` for good); empty while it works."""
+
+
+def has_quorum(core: RaftCore, heard: Mapping[int, float], tick_s: float, now: float) -> bool:
+    """Leader: a majority of voters (itself included) was heard from within the minimum
+    election timeout. Others: a leader is known."""
+    if not core.is_leader:
+        return core.leader != NONE
+    window = core.config.election_ticks_min * tick_s
+    fresh = sum(
+        1 for v in core.membership.voters if v == core.id or now - heard.get(v, -1e9) < window
+    )
+    return fresh >= core.membership.quorum()
+
+
+def make_view(
+    core: RaftCore,
+    *,
+    applied: int,
+    heard: Mapping[int, float],
+    tick_s: float,
+    disk_full: bool,
+    leader_gap_max_s: float,
+    storage_problem: str,
+) -> DriverView:
+    """Loop thread (it reads the core)."""
+    now = time.monotonic()
+    membership = core.membership
+    peers = []
+    for m in sorted(membership.members):
+        pr = core.progress.get(m) if core.is_leader else None
+        last = heard.get(m)
+        peers.append(
+            PeerView(
+                id=m,
+                address=membership.addresses.get(m, ""),
+                voter=m in membership.voters,
+                match=(core.stable_index if m == core.id else pr.match) if pr is not None else None,
+                last_heard_s=None if last is None else now - last,
+            )
+        )
+    return DriverView(
+        member_id=core.id,
+        cluster_id=core.cluster_id,
+        role=core.role,
+        term=core.term,
+        leader=core.leader,
+        commit=core.commit,
+        applied=applied,
+        last_index=core.log.last_index,
+        has_quorum=has_quorum(core, heard, tick_s, now),
+        transferring=core.transferee != NONE,
+        peers=tuple(peers),
+        disk_full=disk_full,
+        leader_gap_max_s=leader_gap_max_s,
+        storage_problem=storage_problem,
+    )
