@@ -9,7 +9,10 @@ import typer
 
 import tsconsensus as tsc
 
-CONFIG_HELP = "The node's TOML config; tsc then talks to that node, as that node."
+CONFIG_HELP = (
+    "The node's TOML config; tsc then talks to that node, as that node (in userspace mode "
+    "through its admin socket, STATE_DIR/admin.sock)."
+)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help=CONFIG_HELP, envvar="TSC_CONFIG")
 CommandAddressOpt = typer.Option(
@@ -40,6 +43,9 @@ def _resolve(config: Path | None, address: str | None, port_of: str) -> tuple[st
     if config is None:
         raise tsc.ConfigError("--config", None, "is required (or give --address host:port)")
     cfg = tsc.Config.load(config)
+    admin = tsc.admin_endpoint(cfg)  # userspace mode: the node's admin socket, not TCP
+    if admin is not None:
+        return admin, None
     host = tsc.node_address(cfg)
     return str(tsc.NodeAddress(host, getattr(cfg.ports, port_of))), host
 
@@ -57,4 +63,6 @@ def monitor_client(config: Path | None, address: str | None, timeout: float) -> 
 def resolve_monitor(config: Path | None, address: str | None) -> tuple[str, str | None, int]:
     """(monitor address to ask first, source address to connect from, monitor port)."""
     target, source = _resolve(config, address, "monitor")
+    if config is not None and target.startswith("unix:"):  # the admin socket
+        return target, None, tsc.Config.load(config).ports.monitor
     return target, source, tsc.NodeAddress.parse(target).port

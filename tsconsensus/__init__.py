@@ -48,7 +48,8 @@ from .errors import (
 )
 from .kv import KeyValueMachine
 from .loader import load_state_machine
-from .runner import build_tailnet, node_address, run_node, start_from_config
+from .managed_tailscaled import ManagedTailscaled
+from .runner import admin_endpoint, build_tailnet, node_address, run_node, start_from_config
 from .safejson import MAX_DEPTH as MAX_JSON_DEPTH
 from .safejson import loads as parse_json
 from .start import start
@@ -88,6 +89,7 @@ __all__ = [
     "InvalidJSONError",
     "JoinError",
     "KeyValueMachine",
+    "ManagedTailscaled",
     "MemberStatus",
     "MonitorConfig",
     "NoLeaderError",
@@ -112,6 +114,7 @@ __all__ = [
     "TailnetError",
     "TsconsensusError",
     "__version__",
+    "admin_endpoint",
     "build_tailnet",
     "load_state_machine",
     "node_address",

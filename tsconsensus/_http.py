@@ -127,7 +127,9 @@ class HttpServer:
     """Serves ``routes`` (``(method, path) -> handler``) on ``host:port``.
 
     ``authorize(ip, port)`` decides every connection at accept (``None`` would allow everyone
-    and is therefore not accepted). Runs on the event loop that calls :meth:`start`.
+    and is therefore not accepted). ``resolve_peer(ip, port)``, if given, names an authorized
+    connection's peer for the routes (in userspace mode: its tailnet address, not 127.0.0.1).
+    Runs on the event loop that calls :meth:`start`.
     """
 
     def __init__(
@@ -143,8 +145,10 @@ class HttpServer:
         max_connections_per_source: int = 64,
         read_timeout_s: float = 10.0,
         body_limits: dict[str, int] | None = None,
+        resolve_peer: Callable[[str, int], Awaitable[tuple[str, int]]] | None = None,
     ) -> None:
         self.name = name
+        self._resolve_peer = resolve_peer
         self._body_limits = dict(body_limits or {})
         """Paths whose bodies may be larger (or smaller) than ``max_body_bytes``."""
         self.address = NodeAddress(host, port)
@@ -183,9 +187,12 @@ class HttpServer:
             (self.host, self.port), family=self.address.family, backlog=256
         )
         listener.setblocking(False)
+        self._start_accepting(listener)
+        log.info("%s port listening on %s", self.name, self.address)
+
+    def _start_accepting(self, listener: socket.socket) -> None:
         self._listener = listener
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
-        log.info("%s port listening on %s", self.name, self.address)
 
     async def stop(self) -> None:
         if self._accept_task is not None:
@@ -226,7 +233,11 @@ class HttpServer:
                 backoff = min(backoff * 2, _ACCEPT_BACKOFF_S[1])
                 continue
             backoff = _ACCEPT_BACKOFF_S[0]
-            self._admit(sock, (str(addr[0]), int(addr[1])))
+            self._admit(sock, self._peer_of(addr))
+
+    def _peer_of(self, addr: Any) -> tuple[str, int]:
+        """(ip, port) of an accepted connection's source (a unix listener overrides this)."""
+        return str(addr[0]), int(addr[1])
 
     def _admit(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         ip = peer[0]
@@ -292,7 +303,8 @@ class HttpServer:
                 await _refuse_unread(sock, _denied(peer).encode(keep_alive=False))
                 return
             reader, writer = await asyncio.open_connection(sock=sock, limit=64 * 1024)
-            await self._exchanges(reader, writer, peer)
+            named = peer if self._resolve_peer is None else await self._resolve_peer(*peer)
+            await self._exchanges(reader, writer, named)
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         finally:

@@ -29,11 +29,13 @@ from ._loop import LoopThread
 from ._outcomes import FailReason
 from ._storage_switches import PLANTED_BUG_ENV, open_switched_storage
 from .address import NodeAddress
+from .admin_socket import admin_socket_path
 from .authorization import Authorizer, cluster_password
 from .client import PeerClients
 from .clock import Clock
 from .config import Config
 from .consensus import Consensus
+from .dialer import Networking, networking
 from .errors import ConfigError, JoinError, TsconsensusError
 from .metrics import Metrics
 from .native_start import Identity, Joined, decide_start, parse_identity
@@ -145,6 +147,7 @@ def build_engine(
     metrics: Metrics,
     stopping: threading.Event,
     on_fatal: Callable[[BaseException], None],
+    net: Networking,
 ) -> tuple[EngineNode, TagCache]:
     """Decide how this node starts (restart, join, found) and build its engine, not started."""
     raft_address = NodeAddress(me.address, config.ports.raft)
@@ -199,8 +202,9 @@ def build_engine(
         storage=storage,
         initial=initial,
         tick_s=tick_s,
-        host=me.address,
+        host=net.listen_host,
         port=config.ports.raft,
+        dial=net.raft_dial,
         key=cluster_password(cluster_tag, config.cluster.secret).encode(),
         authorize=tags.authorize,
         still_allowed=tags.still_allowed,
@@ -320,12 +324,14 @@ def start_native(
     """:func:`tsconsensus.start` on the native engine: open the storage, open the HTTP ports
     (peers may ask who this node is), decide how it starts, then start the engine."""
     check_native_config(config)
+    net = networking(tailnet, me, config)
     storage = open_node_storage(config)
     peer_clients = PeerClients(
-        source_address=me.address,
+        source_address=None if net.userspace else me.address,
         pool_size=config.command.pool_size,
         connect_timeout_s=config.command.connect_timeout_s,
         timeout_s=config.command.timeout_s + 5.0,
+        transport=net.http_transport,
     )
     loop_thread = LoopThread(f"tsc-loop-{me.address}")
     metrics = Metrics()
@@ -383,14 +389,16 @@ def start_native(
         servers.extend(
             open_ports(
                 node,
-                host=me.address,
+                host=net.listen_host,
                 config=config,
                 tailnet=tailnet,
                 authorizer=authorizer,
                 loop_thread=loop_thread,
+                resolve_peer=net.resolve_peer,
+                admin_socket=None if state_dir == MEMORY else admin_socket_path(state_dir),
             )
         )
-        check_bindable(me.address, config.ports.raft, "raft port")
+        check_bindable(net.listen_host, config.ports.raft, "raft port")
     except BaseException:
         close_ports(servers, loop_thread)
         loop_thread.stop()
@@ -415,6 +423,7 @@ def start_native(
                 metrics=metrics,
                 stopping=node._stopping,
                 on_fatal=node._fatal,
+                net=net,
             )
             if node._stopping.is_set():
                 raise JoinError("the node was stopped while starting")

@@ -14,7 +14,7 @@ import hashlib
 import logging
 
 from .errors import TailnetError
-from .tailnet import Tailnet
+from .tailnet import Peer, Tailnet
 
 log = logging.getLogger("tsconsensus.auth")
 
@@ -36,21 +36,25 @@ class Authorizer:
         ``patient=False`` never waits for the tailnet (for the Raft thread: a denied peer
         simply dials again); ``True`` may block briefly, so async callers run it in a thread.
         """
+        return self.allowed_peer(ip, port, patient=patient) is not None
+
+    def allowed_peer(self, ip: str, port: int, *, patient: bool = True) -> Peer | None:
+        """:meth:`allows`, naming the peer: the tagged node behind ``ip:port``, or None."""
         try:
             peer = self._tailnet.whois(ip, port, patient=patient)
         except TailnetError as exc:
             log.warning("denying %s:%d: tailnet cannot identify it (%s)", ip, port, exc)
-            return False
+            return None
         except Exception:  # a backend bug must not open the door
             log.exception("denying %s:%d: whois failed", ip, port)
-            return False
+            return None
         if peer is None:
             log.info("denying %s:%d: not a tailnet node", ip, port)
-            return False
+            return None
         if not peer.has_tag(self._tag):
             log.info("denying %s:%d (%s): lacks tag %s", ip, port, peer.hostname, self._tag)
-            return False
-        return True
+            return None
+        return peer
 
 
 def cluster_password(cluster_tag: str, secret: str = "") -> str:

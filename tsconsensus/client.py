@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import httpx
@@ -31,15 +32,22 @@ SHA256_HEADER = "X-Snapshot-Sha256"
 """Names the SHA-256 (hex) of a backup sent as raw bytes."""
 
 
+UNIX_PREFIX = "unix:"
+"""``unix:/path/admin.sock`` names a node's local admin socket instead of a TCP port."""
+
+
 def _base_url(address: str) -> str:
     """``http://host:port`` for ``host:port`` (validated) or a URL (kept as given)."""
     if address.startswith(("http://", "https://")):
         return address
+    if address.startswith(UNIX_PREFIX):
+        return "http://local-admin"
     return f"http://{NodeAddress.parse(address)}"
 
 
 class NodeClient:
-    """Talks to one node's port at ``address`` (``host:port`` or a URL). Blocking, reusable.
+    """Talks to one node's port at ``address`` (``host:port``, a URL, or ``unix:PATH`` for a
+    node's admin socket). Blocking, reusable.
 
     Raises :class:`InvalidAddressError` for an ``address`` that is neither. Answers are decoded
     with the same nesting bound as requests, so a hostile node cannot crash the client.
@@ -59,6 +67,9 @@ class NodeClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = _base_url(address)
+        if transport is None and address.startswith(UNIX_PREFIX):
+            self.base_url = address  # in messages: which socket
+            transport = httpx.HTTPTransport(uds=address[len(UNIX_PREFIX) :], retries=0)
         if transport is None:
             transport = httpx.HTTPTransport(
                 local_address=source_address,
@@ -68,7 +79,7 @@ class NodeClient:
                 ),
             )
         self._http = httpx.Client(
-            base_url=self.base_url,
+            base_url=_base_url(address),
             timeout=httpx.Timeout(timeout, connect=connect_timeout or timeout),
             transport=transport,
         )
@@ -266,13 +277,22 @@ class PeerClients:
 
     One :class:`NodeClient` per peer address, reused across calls, each keeping at most
     ``pool_size`` connections (``command.pool_size``) and giving up on a connection attempt
-    after ``connect_timeout_s`` (``command.connect_timeout_s``). Thread-safe.
+    after ``connect_timeout_s`` (``command.connect_timeout_s``). ``transport(pool_size)``, if
+    given, makes each client's connections (userspace mode: dialled through tailscaled).
+    Thread-safe.
     """
 
     def __init__(
-        self, *, source_address: str, pool_size: int, connect_timeout_s: float, timeout_s: float
+        self,
+        *,
+        source_address: str | None,
+        pool_size: int,
+        connect_timeout_s: float,
+        timeout_s: float,
+        transport: Callable[[int], httpx.BaseTransport] | None = None,
     ) -> None:
         self._source = source_address
+        self._transport = transport
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout_s
         self._timeout = timeout_s
@@ -289,6 +309,7 @@ class PeerClients:
                     source_address=self._source,
                     connect_timeout=self._connect_timeout,
                     max_connections=self._pool_size,
+                    transport=self._transport(self._pool_size) if self._transport else None,
                 )
                 self._clients[address] = client
             return client

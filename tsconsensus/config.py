@@ -23,7 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-BACKENDS = ("localapi", "static")
+BACKENDS = ("localapi", "static", "managed")
+MODES = ("auto", "tun", "userspace")
 DEFAULT_SOCKET = "/var/run/tailscale/tailscaled.sock"
 
 
@@ -231,12 +232,27 @@ class TailnetConfig:
     """How the node reaches the tailnet.
 
     ``localapi`` asks tailscaled over its unix socket. ``static`` takes the node's own address
-    and its peers from this file (development and tests: no Tailscale needed).
+    and its peers from this file (development and tests: no Tailscale needed). ``managed``
+    starts the node's own tailscaled in userspace mode under the state directory and logs it
+    in with an auth key (read from a file or an environment variable, never from this file).
     """
 
     backend: str = "localapi"
+    mode: str = "auto"
+    """``auto`` asks tailscaled whether it has a TUN device; ``tun`` or ``userspace`` force it.
+    In userspace mode the node listens on 127.0.0.1 and dials peers through tailscaled."""
     socket_path: str = DEFAULT_SOCKET
     """tailscaled's LocalAPI socket (Linux default; macOS: see the README)."""
+    tailscaled_path: str = "tailscaled"
+    """``managed`` only: the tailscaled executable (a name on PATH, or a path)."""
+    auth_key_file: str = ""
+    """``managed`` only: a file holding the auth key (read at start; wins over the variable)."""
+    auth_key_env: str = "TS_AUTHKEY"
+    """``managed`` only: the environment variable holding the auth key."""
+    hostname: str = ""
+    """``managed`` only: the node's tailnet hostname (empty: this machine's hostname)."""
+    login_timeout_s: float = 60.0
+    """``managed`` only: how long tailscaled may take to start and reach Running."""
     address: str = ""
     """``static`` only: this node's own address (it must also be listed in ``peers``)."""
     peers: tuple[StaticPeer, ...] = ()
@@ -245,6 +261,24 @@ class TailnetConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError("tailnet.backend", self.backend, f"must be one of {BACKENDS}")
+        if self.mode not in MODES:
+            raise ConfigError("tailnet.mode", self.mode, f"must be one of {MODES}")
+        if self.backend == "static" and self.mode == "userspace":
+            raise ConfigError(
+                "tailnet.mode", self.mode, "userspace needs the localapi or managed backend"
+            )
+        if self.backend == "managed":
+            if self.mode == "tun":
+                raise ConfigError(
+                    "tailnet.mode", self.mode, "a managed tailscaled runs in userspace mode"
+                )
+            if not self.auth_key_file and not self.auth_key_env:
+                raise ConfigError(
+                    "tailnet.auth_key_file", "", "or tailnet.auth_key_env must name the auth key"
+                )
+            if not self.tailscaled_path:
+                raise ConfigError("tailnet.tailscaled_path", "", "must name tailscaled")
+        _check_positive("tailnet.login_timeout_s", self.login_timeout_s)
         for i, peer in enumerate(self.peers):
             _check_address(f"tailnet.peers[{i}].address", peer.address)
             for tag in peer.tags:

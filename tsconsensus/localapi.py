@@ -1,7 +1,8 @@
 """tailscaled's LocalAPI: the one module that talks to tailscaled.
 
 :class:`LocalAPIClient` speaks HTTP over tailscaled's unix socket (``GET status``,
-``GET whois``) and returns typed records; :class:`LocalAPITailnet` is the :class:`Tailnet`
+``GET whois``, the ``dial`` upgrade, ``POST start`` for a managed node's login) and returns
+typed records; :class:`LocalAPITailnet` is the :class:`Tailnet`
 backend built on it. Errors are :class:`TailnetError` with a message that says what to do.
 
 Socket paths: Linux ``/var/run/tailscale/tailscaled.sock`` (the default); macOS with the
@@ -16,6 +17,9 @@ connections costs one LocalAPI call; whois answers are kept per ``ip:port`` for
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +46,10 @@ class TailnetStatus:
     self_peer: Peer
     peers: tuple[Peer, ...]
     tailnet_name: str = ""
+    tun: bool = True
+    """False when tailscaled runs in userspace-networking mode (the status's ``TUN`` field)."""
+    health: tuple[str, ...] = ()
+    """tailscaled's health warnings (why a login failed, for one)."""
 
 
 def _peer_from_status(data: dict[str, Any], is_self: bool) -> Peer:
@@ -121,6 +129,14 @@ class LocalAPIClient:
             cached = self._status
         if cached is not None and not fresh and now - cached[0] < self._status_ttl:
             return cached[1]
+        status = self.raw_status(require_running=True)
+        with self._lock:
+            self._status = (now, status)
+        return status
+
+    def raw_status(self, *, require_running: bool = False) -> TailnetStatus:
+        """``GET status`` now, uncached; whatever the backend state unless ``require_running``.
+        Raises :class:`TailnetError` if tailscaled cannot be asked or answers oddly."""
         response = self._get("status")
         if response.status_code != 200:
             raise TailnetError(
@@ -129,7 +145,7 @@ class LocalAPIClient:
         try:
             data = response.json()
             state = str(data.get("BackendState", ""))
-            if state != "Running":
+            if state != "Running" and require_running:
                 raise TailnetError(
                     f"tailscaled is not running (BackendState={state or 'unknown'}); "
                     "run 'tailscale up' first"
@@ -139,14 +155,13 @@ class LocalAPIClient:
                 _peer_from_status(p, is_self=False) for p in (data.get("Peer") or {}).values()
             )
             tailnet = data.get("CurrentTailnet") or {}
+            health = tuple(str(h) for h in (data.get("Health") or ()))
+            tun = bool(data.get("TUN", True))  # absent in very old versions: assume TUN
         except TailnetError:
             raise
         except (ValueError, AttributeError, TypeError) as exc:
             raise TailnetError(f"tailscaled sent an unreadable status: {exc}") from None
-        status = TailnetStatus(state, me, peers, str(tailnet.get("Name", "")))
-        with self._lock:
-            self._status = (now, status)
-        return status
+        return TailnetStatus(state, me, peers, str(tailnet.get("Name", "")), tun, health)
 
     def whois(self, ip: str, port: int, *, patient: bool = True) -> Peer | None:
         """The tailnet node behind ``ip:port``, or ``None`` (tailscaled's 404).
@@ -185,6 +200,101 @@ class LocalAPIClient:
         return peer
 
 
+    # -- the dial upgrade ------------------------------------------------------------------
+
+    def _dial_request(self, host: str, port: int) -> bytes:
+        return (
+            "POST /localapi/v0/dial HTTP/1.1\r\n"
+            f"Host: {HOST}\r\n"
+            "Connection: upgrade\r\n"
+            "Upgrade: ts-dial\r\n"
+            f"Dial-Host: {host}\r\n"
+            f"Dial-Port: {port}\r\n"
+            "Dial-Network: tcp\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    def _dial_refused(self, host: str, port: int, head: bytes) -> ConnectionRefusedError:
+        line = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
+        return ConnectionRefusedError(
+            f"tailscaled at {self.socket_path} could not dial {host}:{port} ({line.strip()})"
+        )
+
+    def dial(self, host: str, port: int, timeout: float) -> socket.socket:
+        """A TCP stream to tailnet peer ``host:port`` through tailscaled (``POST dial`` with
+        ``Upgrade: ts-dial``; tailscaled answers 101 and the socket becomes the stream).
+        Blocking, any thread. Raises :class:`OSError` (``ConnectionRefusedError`` when
+        tailscaled refused or could not dial, ``TimeoutError`` past ``timeout``)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(self.socket_path)
+            sock.sendall(self._dial_request(host, port))
+            head = bytearray()
+            # one byte at a time: nothing after the 101 head may be read here (the peer may
+            # speak first); a few hundred bytes, once per connection
+            while not head.endswith(b"\r\n\r\n"):
+                byte = sock.recv(1)
+                if not byte or len(head) > 8192:
+                    raise self._dial_refused(host, port, bytes(head) or b"connection closed")
+                head += byte
+            if not head.startswith((b"HTTP/1.1 101", b"HTTP/1.0 101")):
+                raise self._dial_refused(host, port, bytes(head))
+            sock.settimeout(None)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
+    async def dial_async(
+        self, host: str, port: int, *, limit: int = 2**16
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """:meth:`dial` for asyncio (the caller bounds it with its connect timeout): the
+        stream's reader holds whatever the peer sent right after the 101. Raises
+        :class:`OSError`."""
+        reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=limit)
+        try:
+            writer.write(self._dial_request(host, port))
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                raise self._dial_refused(host, port, b"no answer") from exc
+            if not head.startswith((b"HTTP/1.1 101", b"HTTP/1.0 101")):
+                raise self._dial_refused(host, port, head)
+            return reader, writer
+        except BaseException:
+            writer.close()
+            raise
+
+    # -- a managed node's login ------------------------------------------------------------
+
+    def start_login(self, auth_key: str, hostname: str, tags: tuple[str, ...]) -> None:
+        """``POST start`` with the auth key and prefs (hostname, advertised tags, want
+        running): what ``tailscale up --authkey --hostname --advertise-tags`` asks. Raises
+        :class:`TailnetError` if tailscaled refuses the request itself."""
+        body = {
+            "AuthKey": auth_key,
+            "UpdatePrefs": {
+                "WantRunning": True,
+                "Hostname": hostname,
+                "AdvertiseTags": list(tags),
+            },
+        }
+        try:
+            response = self._http.post(
+                "/localapi/v0/start",
+                content=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise TailnetError(f"cannot reach tailscaled at {self.socket_path}: {exc}") from None
+        if response.status_code not in (200, 204):
+            raise TailnetError(
+                f"tailscaled refused the login (HTTP {response.status_code}): "
+                f"{response.text.strip()[:200]}"
+            )
+
+
 class LocalAPITailnet:
     """The :class:`Tailnet` of the local tailscaled.
 
@@ -201,6 +311,21 @@ class LocalAPITailnet:
 
     def peers(self) -> list[Peer]:
         return list(self.client.status().peers)
+
+    def userspace(self) -> bool:
+        """True when tailscaled runs in userspace-networking mode (no TUN device): peers arrive
+        from 127.0.0.1 and must be dialled through tailscaled."""
+        return not self.client.status().tun
+
+    async def dial_async(
+        self, host: str, port: int, *, limit: int = 2**16
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A stream to tailnet peer ``host:port`` through tailscaled (see the client)."""
+        return await self.client.dial_async(host, port, limit=limit)
+
+    def dial(self, host: str, port: int, timeout: float) -> socket.socket:
+        """Blocking :meth:`dial_async` (see the client)."""
+        return self.client.dial(host, port, timeout)
 
     def whois(self, ip: str, port: int, *, patient: bool = True) -> Peer | None:
         try:

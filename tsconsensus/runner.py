@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 
+from .admin_socket import admin_socket_path
+from .client import UNIX_PREFIX
 from .config import Config
 from .consensus import Consensus
 from .errors import TailnetError
 from .loader import load_state_machine
+from .managed_tailscaled import ManagedTailscaled, managed_socket_path
 from .start import start
 from .tailnet import StaticTailnet, Tailnet
 
@@ -23,14 +26,48 @@ def build_tailnet(config: Config) -> Tailnet:
         from .localapi import LocalAPITailnet  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise TailnetError("the localapi backend is not available in this build") from None
-    tailnet: Tailnet = LocalAPITailnet(config.tailnet.socket_path)
+    socket_path = config.tailnet.socket_path
+    if config.tailnet.backend == "managed":  # a view of the node's own (running) tailscaled
+        socket_path = str(managed_socket_path(config))
+    tailnet: Tailnet = LocalAPITailnet(socket_path)
     return tailnet
 
 
 def start_from_config(config: Config) -> Consensus:
-    """Build the tailnet and the state machine the config names, and start the node."""
+    """Build the tailnet and the state machine the config names, and start the node. With the
+    managed backend, the node's own tailscaled starts first and stops after the node."""
     machine = load_state_machine(config.cluster.state_machine)
-    return start(build_tailnet(config), machine, config.cluster.tag, config)
+    if config.tailnet.backend != "managed":
+        return start(build_tailnet(config), machine, config.cluster.tag, config)
+    managed = ManagedTailscaled(config, config.cluster.tag)
+    tailnet = managed.start()
+    try:
+        node = start(tailnet, machine, config.cluster.tag, config)
+    except BaseException:
+        managed.stop()
+        raise
+    node._closers.append(managed.stop)
+    return node
+
+
+def admin_endpoint(config: Config) -> str | None:
+    """``unix:STATE_DIR/admin.sock`` when a local client should talk to this node through its
+    admin socket: the socket exists and the node runs in userspace mode (forced, managed, or
+    as tailscaled reports), where a local process is not a tailnet peer. Else None (TCP)."""
+    state_dir = config.storage.state_dir
+    if not state_dir or state_dir == ":memory:":
+        return None
+    path = admin_socket_path(state_dir)
+    if not path.exists() or config.tailnet.backend == "static" or config.tailnet.mode == "tun":
+        return None
+    if config.tailnet.mode == "auto" and config.tailnet.backend == "localapi":
+        try:
+            userspace = not build_tailnet(config).client.status().tun  # type: ignore[attr-defined]
+        except TailnetError:
+            userspace = True  # tailscaled down: the socket still reaches the node
+        if not userspace:
+            return None
+    return f"{UNIX_PREFIX}{path}"
 
 
 def run_node(config: Config, stop: threading.Event) -> None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from ._http import HttpServer
 from ._loop import LoopThread
+from .admin_socket import AdminSocketServer
 from .authorization import Authorizer
 from .clock import Clock, SystemClock
 from .command_server import command_routes
@@ -60,8 +63,12 @@ def open_ports(
     tailnet: Tailnet,
     authorizer: Authorizer,
     loop_thread: LoopThread,
+    resolve_peer: Callable[[str, int], Awaitable[tuple[str, int]]] | None = None,
+    admin_socket: Path | None = None,
 ) -> list[HttpServer]:
-    """Serve the command and (if configured) monitor ports on ``host``; the servers, started.
+    """Serve the command and (if configured) monitor ports on ``host``, and the admin socket
+    (both ports' endpoints, mode 0600) at ``admin_socket`` if given; the servers, started.
+    ``resolve_peer`` names a connection's peer for the routes (userspace mode).
     Raises :class:`TsconsensusError` naming the port that cannot be bound (nothing left open)."""
 
     async def authorize(ip: str, port: int) -> bool:
@@ -85,6 +92,7 @@ def open_ports(
             read_timeout_s=max(10.0, backups / 50_000_000),
             max_connections=config.http.max_connections,
             max_connections_per_source=config.http.max_connections_per_source,
+            resolve_peer=resolve_peer,
         )
     ]
     if config.monitor.serve:
@@ -98,6 +106,18 @@ def open_ports(
                 max_body_bytes=4096,
                 max_connections=config.http.max_connections,
                 max_connections_per_source=config.http.max_connections_per_source,
+                resolve_peer=resolve_peer,
+            )
+        )
+    if admin_socket is not None:
+        servers.append(
+            AdminSocketServer(
+                admin_socket,
+                self_address=node.address,
+                routes={**monitor_routes(node), **command_routes(node)},
+                max_body_bytes=config.command.max_body_bytes,
+                body_limits={"/v1/snapshot/restore": backups, "/v1/snapshot/stage": backups},
+                read_timeout_s=max(10.0, backups / 50_000_000),
             )
         )
     started: list[HttpServer] = []
@@ -106,8 +126,9 @@ def open_ports(
             try:
                 loop_thread.run(server.start(), timeout=10)
             except OSError as exc:
+                where = getattr(server, "path", server.address)
                 raise TsconsensusError(
-                    f"cannot listen on {server.address} ({server.name} port): {exc.strerror or exc}"
+                    f"cannot listen on {where} ({server.name} port): {exc.strerror or exc}"
                 ) from None
             started.append(server)
     except BaseException:

@@ -9,7 +9,11 @@ finds a peer untagged calls ``on_change``, and the transport closes that peer's 
 
 A source the set does not know (a peer that just appeared, or userspace-networking mode where
 peers arrive from 127.0.0.1) is asked about once with a whois, in a worker thread, never on the
-loop; a positive answer is remembered until the next refresh.
+loop; a positive answer is remembered until the next refresh. In userspace mode every peer
+shares the source 127.0.0.1, so loopback answers are remembered per source port with the
+peer's id: they stay while those peers stay tagged, and when one of them loses its tag every
+loopback connection is closed (``on_change``) and must be authorized again (the others dial
+again at once; the untagged one is refused at accept).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class TagCache:
         self._whois_timeout_s = whois_timeout_s
         self._allowed: frozenset[str] = frozenset()
         self._whois_ok: dict[str, float] = {}
+        self._loopback: dict[tuple[str, int], str] = {}  # (127.x, port) -> peer id
         self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="tsc-whois")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tsc-tags", daemon=True)
@@ -72,7 +77,15 @@ class TagCache:
         )
         lost = self._allowed - allowed
         self._allowed = allowed
-        self._whois_ok = {}
+        tagged = {p.id for p in peers if p.has_tag(tag) or p.is_self}
+        loopback = dict(self._loopback)
+        if all(peer_id in tagged for peer_id in loopback.values()):
+            kept = {ip for ip, _ in loopback}
+            self._whois_ok = {ip: t for ip, t in self._whois_ok.items() if ip in kept}
+        else:
+            self._loopback = {}
+            self._whois_ok = {}
+            lost |= {ip for ip, _ in loopback}
         if lost:
             log.info("no longer tagged, closing their connections: %s", ", ".join(sorted(lost)))
             self._on_change()
@@ -87,7 +100,12 @@ class TagCache:
         return ip in self._allowed or ip in self._whois_ok
 
     def _whois(self, ip: str, port: int) -> bool:
-        return self._authorizer.allows(ip, port, patient=False)
+        peer = self._authorizer.allowed_peer(ip, port, patient=False)
+        if peer is not None and _is_loopback(ip):
+            if len(self._loopback) > 10_000:
+                self._loopback = {}
+            self._loopback[(ip, port)] = peer.id
+        return peer is not None
 
     async def authorize(self, ip: str, port: int) -> bool:
         """At accept: known tagged addresses at once; others by one whois off the loop."""
@@ -106,3 +124,7 @@ class TagCache:
         if ok:
             self._whois_ok[ip] = time.monotonic()
         return bool(ok)
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"

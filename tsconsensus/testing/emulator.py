@@ -1,7 +1,8 @@
 """A tailscaled LocalAPI emulator: a real HTTP server on a unix socket.
 
 It serves the JSON shapes tailscaled serves (DESIGN section 7) for ``GET /localapi/v0/status``
-and ``GET /localapi/v0/whois?addr=IP:PORT``, for one "self" node and any number of peers, and
+and ``GET /localapi/v0/whois?addr=IP:PORT``, and the ``POST /localapi/v0/dial`` upgrade (101,
+then the socket is a stream to the peer), for one "self" node and any number of peers, and
 lets a test change the tailnet while it runs: add nodes, tag and untag them, take them offline,
 stop the backend, and map userspace-networking sources (``127.0.0.1:PORT``) to peers.
 
@@ -10,6 +11,10 @@ stop the backend, and map userspace-networking sources (``127.0.0.1:PORT``) to p
     emu.add(EmulatedNode("n2", ["100.64.0.2"], ["tag:db"]))
     emu.set_tags("n2", [])            # untagged: the Tags key disappears, as in tailscaled
     emu.stop()
+
+A node with a ``wire`` address plays userspace-networking mode (status ``TUN: false``; peers'
+connections arrive on the host's 127.0.0.1; see :mod:`.emulator_netstack`). Extra ``POST``
+endpoints (a fake tailscaled's ``start``) are added through ``post_handlers``.
 
 Like tailscaled, it rejects requests whose Host is not ``local-tailscaled.sock`` and requests
 that carry an Origin or Referer header (403).
@@ -24,7 +29,7 @@ import os
 import socketserver
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -32,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..tailnet import normalize_ip
+from .emulator_netstack import Netstack, enter_netns, splice
 
 HOST = "local-tailscaled.sock"
 
@@ -48,6 +54,8 @@ class EmulatedNode:
     os: str = "linux"
     tailnet: str = "example.ts.net"
     extra: dict[str, Any] = field(default_factory=dict)
+    wire: str = ""
+    """``ip:port`` of this host's emulated WireGuard: set, the host plays userspace mode."""
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -135,8 +143,10 @@ class LocalAPIEmulator:
         self_node: EmulatedNode,
         *,
         tailnet: EmulatedTailnet | None = None,
+        netns: str | None = None,
     ) -> None:
         self.socket_path = str(socket_path)
+        self.netns = netns
         self.tailnet = tailnet or EmulatedTailnet()
         self.tailnet.add(self_node)
         self._lock = self.tailnet.lock
@@ -146,8 +156,39 @@ class LocalAPIEmulator:
         self.delay_s = 0.0
         """Seconds every answer waits: plays a slow or overloaded tailscaled."""
         self.requests = 0
+        self.dials = 0
+        """``dial`` upgrades answered with 101."""
+        self.health: list[str] = []
+        self.post_handlers: dict[str, Callable[[bytes], tuple[int, Any]]] = {}
+        self.netstack = Netstack(
+            wire=self_node.wire,
+            own_address=self_node.addresses[0] if self_node.addresses else "",
+            netns=netns,
+            sender_of=self._sender_of,
+            register=self.map_userspace,
+            resolve=self._wire_of,
+        )
         self._server: _UnixHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def userspace(self) -> bool:
+        """Plays userspace-networking mode (the self node has a wire address)."""
+        return bool(self._self.wire)
+
+    def _sender_of(self, wire_ip: str) -> str | None:
+        with self._lock:
+            for node in self.tailnet.nodes.values():
+                if node.wire and node.wire.rpartition(":")[0] == wire_ip:
+                    return node.hostname
+        return None
+
+    def _wire_of(self, ip: str) -> str | None:
+        with self._lock:
+            for node in self.tailnet.nodes.values():
+                if ip in node.addresses:
+                    return node.wire
+        return None
 
     @property
     def _peers(self) -> dict[str, EmulatedNode]:
@@ -177,15 +218,42 @@ class LocalAPIEmulator:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def do_POST(self) -> None:
+                lower = {k.lower(): v for k, v in self.headers.items()}
+                path = urlsplit(self.path).path
+                if path == "/localapi/v0/dial" and lower.get("host") == HOST:
+                    emulator._serve_dial(self, lower)
+                    return
+                length = int(lower.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status, answer = emulator._handle_post(path, lower, body)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
         self._server = _UnixHTTPServer(self.socket_path, Handler)
         os.chmod(self.socket_path, 0o666)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="localapi-emulator", daemon=True
-        )
+        server = self._server
+
+        def serve() -> None:
+            if self.netns:  # handler threads it starts are in the namespace too
+                enter_netns(self.netns)
+            server.serve_forever()
+
+        self._thread = threading.Thread(target=serve, name="localapi-emulator", daemon=True)
         self._thread.start()
+        try:
+            self.netstack.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
+        self.netstack.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -224,6 +292,53 @@ class LocalAPIEmulator:
 
     # -- serving ----------------------------------------------------------------------------
 
+    def _handle_post(self, path: str, lower: dict[str, str], body: bytes) -> tuple[int, Any]:
+        if lower.get("host") != HOST or "origin" in lower or "referer" in lower:
+            return 403, {"error": "invalid localapi request"}
+        handler = self.post_handlers.get(path)
+        if handler is None:
+            return 404, {"error": f"no such endpoint {path}"}
+        with self._lock:
+            self.requests += 1
+        return handler(body)
+
+    def _serve_dial(self, handler: BaseHTTPRequestHandler, lower: dict[str, str]) -> None:
+        """``POST dial`` with ``Upgrade: ts-dial``: 101, then the socket is the peer stream."""
+
+        def refuse(status: int, message: str) -> None:
+            payload = json.dumps({"error": message}).encode()
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(payload)
+            handler.close_connection = True
+
+        if lower.get("upgrade") != "ts-dial" or "upgrade" not in lower.get("connection", ""):
+            refuse(400, "bad dial request: want Upgrade: ts-dial")
+            return
+        host, port_text = lower.get("dial-host", ""), lower.get("dial-port", "")
+        if not host or not port_text.isdigit() or lower.get("dial-network", "tcp") != "tcp":
+            refuse(400, "bad dial request: Dial-Host, Dial-Port (and Dial-Network tcp)")
+            return
+        with self._lock:
+            self.requests += 1
+        try:
+            out = self.netstack.dial(host, int(port_text), timeout=5.0)
+        except OSError as exc:
+            refuse(502, f"dial {host}:{port_text}: {exc}")
+            return
+        with self._lock:
+            self.dials += 1
+        handler.send_response(101, "Switching Protocols")
+        handler.send_header("Upgrade", "ts-dial")
+        handler.send_header("Connection", "upgrade")
+        handler.end_headers()
+        handler.wfile.flush()
+        handler.close_connection = True
+        splice(handler.connection, out)
+
     def _handle(self, target: str, headers: dict[str, str]) -> tuple[int, Any]:
         lower = {k.lower(): v for k, v in headers.items()}
         if lower.get("host") != HOST or "origin" in lower or "referer" in lower:
@@ -242,7 +357,9 @@ class LocalAPIEmulator:
         me = self._self.peer_status()
         return {
             "Version": "1.90.0-emulated",
+            "TUN": not self.userspace,
             "BackendState": self.backend_state,
+            "Health": list(self.health),
             "TailscaleIPs": list(self._self.addresses),
             "Self": me,
             "Peer": {

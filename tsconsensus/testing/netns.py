@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import json
 import os
@@ -32,6 +31,7 @@ from typing import Any
 from ..config import Config, PortsConfig, to_toml
 from .cluster import node_command
 from .emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
+from .emulator_netstack import enter_netns
 
 
 def netns_available() -> str | None:
@@ -54,8 +54,6 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
-_CLONE_NEWNET = 0x40000000
-_NETNS_DIR = Path("/run/netns")
 _TABLE = "tsc_faults"
 
 
@@ -98,14 +96,7 @@ class RunNamespace:
 
     def enter(self) -> None:
         """Move the calling thread into the namespace (for good: use a thread of its own)."""
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(_NETNS_DIR / self.name, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if libc.setns(fd, _CLONE_NEWNET) != 0:
-                errno = ctypes.get_errno()
-                raise OSError(errno, f"setns into {self.name}: {os.strerror(errno)}")
-        finally:
-            os.close(fd)
+        enter_netns(self.name)
 
     def _nft(self, script: str) -> None:
         subprocess.run(
