@@ -69,12 +69,12 @@ def networking(tailnet: Tailnet, me: Peer, config: Config) -> Networking:
         return Networking(False, me.address)
     if not can_dial:
         raise ConfigError(
-            "tailnet.mode", mode, f"userspace mode needs a backend that dials through "
-            f"tailscaled (localapi or managed), not {config.tailnet.backend}"
+            "tailnet.mode",
+            mode,
+            f"userspace mode needs a backend that dials through "
+            f"tailscaled (localapi or managed), not {config.tailnet.backend}",
         )
-    log.info(
-        "userspace networking: listening on %s, dialling peers through tailscaled", LOOPBACK
-    )
+    log.info("userspace networking: listening on %s, dialling peers through tailscaled", LOOPBACK)
     dial_async = typing.cast(
         AsyncDial,
         functools.partial(tailnet.dial_async, limit=RAFT_READ_LIMIT),  # type: ignore[attr-defined]

@@ -28,7 +28,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..client import NodeClient
 from ..config import Config, PortsConfig, to_toml
+from ..errors import TsconsensusError
 from .cluster import node_command
 from .emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
 from .emulator_netstack import enter_netns
@@ -131,20 +133,44 @@ class RunNamespace:
 
 
 class Hosts:
-    """``count`` hosts 100.64.0.1.. on one bridge. Use as a context manager."""
+    """``count`` hosts 100.64.0.1.. on one bridge. Use as a context manager.
 
-    def __init__(self, directory: Path, count: int, tag: str, raft: dict[str, Any]) -> None:
+    ``userspace=True``: every host's tailscaled plays userspace-networking mode. The bridge
+    then carries only the emulators' "wire" (10.99.0.x, the stand-in for WireGuard): the
+    tailnet addresses exist on no interface, so nodes must listen on 127.0.0.1 and dial through
+    their emulator's LocalAPI ``dial``; ``tsc --config`` on a host uses the admin socket.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        count: int,
+        tag: str,
+        raft: dict[str, Any],
+        *,
+        userspace: bool = False,
+    ) -> None:
         self.directory = directory
         self.count = count
         self.tag = tag
         self.raft = raft
+        self.userspace = userspace
         self.prefix = f"tsc{os.getpid() % 10000}x{random.randint(0, 9999)}"
         self.switch = f"{self.prefix}-sw"
         self.addresses = [f"100.64.0.{k + 1}" for k in range(count)]
+        self.wire = [f"10.99.0.{k + 1}" if userspace else self.addresses[k] for k in range(count)]
         self.secret = secrets.token_hex(16)
         self.ports = PortsConfig()
         self.tailnet = EmulatedTailnet(
-            [EmulatedNode(self.hostname(k), [self.addresses[k]], [tag]) for k in range(count)]
+            [
+                EmulatedNode(
+                    self.hostname(k),
+                    [self.addresses[k]],
+                    [tag],
+                    wire=f"{self.wire[k]}:41641" if userspace else "",
+                )
+                for k in range(count)
+            ]
         )
         self.emulators: dict[int, LocalAPIEmulator] = {}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -180,7 +206,7 @@ class Hosts:
                     "netns",
                     self.switch,
                 )
-                _ip("-n", ns, "addr", "add", f"{self.addresses[k]}/24", "dev", "eth0")
+                _ip("-n", ns, "addr", "add", f"{self.wire[k]}/24", "dev", "eth0")
                 _ip("-n", ns, "link", "set", "eth0", "up")
                 _ip("-n", ns, "link", "set", "lo", "up")
                 _ip("-n", self.switch, "link", "set", f"s{k + 1}", "master", "br0")
@@ -208,10 +234,27 @@ class Hosts:
     def config_path(self, k: int) -> Path:
         return self.directory / f"{self.hostname(k)}.toml"
 
-    def start(self, k: int, **cluster: Any) -> None:
-        socket_path = self.directory / f"{self.hostname(k)}.sock"
+    def socket_path(self, k: int) -> Path:
+        """Host ``k``'s tailscaled (emulator) socket."""
+        return self.directory / f"{self.hostname(k)}.sock"
+
+    def emulator(self, k: int) -> LocalAPIEmulator:
+        """Host ``k``'s tailscaled, started (inside its namespace) on first use."""
         if k not in self.emulators:
-            self.emulators[k] = self.tailnet.emulator(self.hostname(k), socket_path).start()
+            self.emulators[k] = LocalAPIEmulator(
+                self.socket_path(k),
+                self.tailnet.nodes[self.hostname(k)],
+                tailnet=self.tailnet,
+                netns=self.ns(k) if self.userspace else None,
+            ).start()
+        return self.emulators[k]
+
+    def admin_socket(self, k: int) -> Path:
+        return self.directory / f"{self.hostname(k)}-state" / "admin.sock"
+
+    def start(self, k: int, **cluster: Any) -> None:
+        socket_path = self.socket_path(k)
+        self.emulator(k)
         config = Config.from_toml("")
         config = dataclasses.replace(
             config,
@@ -265,6 +308,13 @@ class Hosts:
 
     def status(self, k: int, of: int | None = None) -> dict[str, Any] | None:
         """``/v1/status`` of host ``of`` (default: ``k`` itself), asked from host ``k``."""
+        if self.userspace:  # only the admin socket reaches a node from its own host
+            client = NodeClient(f"unix:{self.admin_socket(k if of is None else of)}", timeout=2)
+            try:
+                with client:
+                    return client.status()
+            except TsconsensusError:
+                return None
         target = self.addresses[k if of is None else of]
         code = (
             "import json, tsconsensus as t\n"
@@ -293,6 +343,10 @@ class Hosts:
 
     def cut(self, k: int) -> None:
         _ip("-n", self.switch, "link", "set", f"s{k + 1}", "down")
+
+    def heal(self, k: int) -> None:
+        """Undo :meth:`cut`."""
+        _ip("-n", self.switch, "link", "set", f"s{k + 1}", "up")
 
     def wait_leader(self, among: list[int], timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,266 @@
+"""Userspace networking, piece by piece: the emulator's ``dial`` and netstack, the LocalAPI
+client's dial (blocking and asyncio), mode detection, HTTP over dialled streams, and a real
+node process in userspace mode with its admin socket (all on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import tsconsensus as tsc
+from tsconsensus.dialer import TailnetHTTPTransport, networking
+from tsconsensus.localapi import LocalAPIClient, LocalAPITailnet
+from tsconsensus.testing.cluster import node_command
+from tsconsensus.testing.emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
+
+from .helpers import eventually
+
+TAG = "tag:db"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def two_hosts(tmp_path: Path) -> Iterator[tuple[LocalAPIEmulator, LocalAPIEmulator]]:
+    """Hosts a and b in userspace mode; their wire is on 127.0.0.21/22, and their tailnet
+    addresses (100.64.7.x) exist nowhere, as on a host without a TUN device."""
+    tailnet = EmulatedTailnet()
+    a = EmulatedNode("a", ["100.64.7.1"], [TAG], wire=f"127.0.0.21:{free_port('127.0.0.21')}")
+    b = EmulatedNode("b", ["100.64.7.2"], [TAG], wire=f"127.0.0.22:{free_port('127.0.0.22')}")
+    tailnet.add(a)
+    tailnet.add(b)
+    ea = tailnet.emulator("a", tmp_path / "a.sock").start()
+    eb = tailnet.emulator("b", tmp_path / "b.sock").start()
+    try:
+        yield ea, eb
+    finally:
+        ea.stop()
+        eb.stop()
+
+
+@contextlib.contextmanager
+def greeter() -> Iterator[tuple[int, list[tuple[str, int]]]]:
+    """A server on 127.0.0.1 that speaks first (b"hi "), then echoes; records sources."""
+    server = socket.create_server(("127.0.0.1", 0))
+    sources: list[tuple[str, int]] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, addr = server.accept()
+            except OSError:
+                return
+            sources.append(addr)
+            with conn:
+                conn.sendall(b"hi ")
+                while data := conn.recv(1024):
+                    conn.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield server.getsockname()[1], sources
+    finally:
+        server.close()
+
+
+def test_dial_reaches_the_peer_loopback_and_whois_names_the_dialler(
+    two_hosts: tuple[LocalAPIEmulator, LocalAPIEmulator],
+) -> None:
+    ea, eb = two_hosts
+    client_a = LocalAPIClient(ea.socket_path)
+    with greeter() as (port, sources):
+        sock = client_a.dial("100.64.7.2", port, timeout=5)
+        with sock:
+            sock.settimeout(5)
+            sock.sendall(b"ping")
+            got = b""
+            while len(got) < 7:
+                got += sock.recv(64)
+        assert got == b"hi ping"  # what the peer sent right after the 101 is not lost
+        assert ea.dials == 1 and eb.netstack.delivered == 1
+        ip, source_port = sources[0]
+        assert ip == "127.0.0.1"
+        peer = LocalAPITailnet(eb.socket_path).whois(ip, source_port)
+        assert peer is not None and peer.hostname == "a" and peer.address == "100.64.7.1"
+
+
+def test_dial_async_keeps_the_first_bytes_and_failures_are_oserrors(
+    two_hosts: tuple[LocalAPIEmulator, LocalAPIEmulator],
+) -> None:
+    ea, _ = two_hosts
+    client = LocalAPIClient(ea.socket_path)
+
+    async def exchange(port: int) -> bytes:
+        reader, writer = await client.dial_async("100.64.7.2", port)
+        writer.write(b"x")
+        data = await reader.readexactly(4)
+        writer.close()
+        return data
+
+    with greeter() as (port, _):
+        assert asyncio.run(asyncio.wait_for(exchange(port), 10)) == b"hi x"
+    closed = free_port()
+    with pytest.raises(ConnectionRefusedError, match=r"could not dial 100\.64\.7\.2"):
+        asyncio.run(asyncio.wait_for(exchange(closed), 10))
+    with pytest.raises(ConnectionRefusedError, match="502"):
+        client.dial("100.64.7.99", 80, timeout=5)  # no such tailnet node
+
+
+def test_http_over_dialled_streams(two_hosts: tuple[LocalAPIEmulator, LocalAPIEmulator]) -> None:
+    ea, _ = two_hosts
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = json.dumps({"path": self.path}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        transport = TailnetHTTPTransport(LocalAPIClient(ea.socket_path).dial, max_connections=2)
+        with tsc.NodeClient(f"100.64.7.2:{port}", transport=transport, timeout=5) as client:
+            for n in range(3):  # kept alive: one dial serves all three
+                assert client.request("GET", f"/v1/n{n}") == {"path": f"/v1/n{n}"}
+        assert ea.dials == 1
+        refused = TailnetHTTPTransport(LocalAPIClient(ea.socket_path).dial, max_connections=1)
+        with (
+            tsc.NodeClient(f"100.64.7.99:{port}", transport=refused, timeout=5) as client,
+            pytest.raises(tsc.NodeUnreachableError),
+        ):
+            client.request("GET", "/")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_mode_is_detected_from_tailscaled_and_can_be_forced(
+    two_hosts: tuple[LocalAPIEmulator, LocalAPIEmulator], tmp_path: Path
+) -> None:
+    ea, _ = two_hosts
+    tailnet = LocalAPITailnet(ea.socket_path)
+    me = tailnet.self_peer()
+    auto = networking(tailnet, me, tsc.Config.default())
+    assert auto.userspace and auto.listen_host == "127.0.0.1" and auto.raft_dial is not None
+    forced = tsc.Config.default().with_overrides(tailnet=tsc.TailnetConfig(mode="tun"))
+    assert networking(tailnet, me, forced).listen_host == "100.64.7.1"
+    tun_node = EmulatedNode("t", ["100.64.7.3"], [TAG])
+    with LocalAPIEmulator(tmp_path / "t.sock", tun_node) as et:
+        tun = LocalAPITailnet(et.socket_path)
+        assert not networking(tun, tun.self_peer(), tsc.Config.default()).userspace
+        userspace = tsc.Config.default().with_overrides(tailnet=tsc.TailnetConfig(mode="userspace"))
+        assert networking(tun, tun.self_peer(), userspace).userspace
+    with pytest.raises(tsc.ConfigError, match=r"tailnet\.mode"):
+        tsc.Config.from_toml('[tailnet]\nbackend = "static"\nmode = "userspace"\n')
+    with pytest.raises(tsc.ConfigError, match=r"tailnet\.mode"):
+        tsc.Config.from_toml('[tailnet]\nmode = "tunnel"\n')
+
+
+def _tsc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "commands", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socket(
+    tmp_path: Path,
+) -> None:
+    node = EmulatedNode("solo", ["100.64.8.1"], [TAG], wire=f"127.0.0.23:{free_port('127.0.0.23')}")
+    ports = {"raft": free_port(), "command": free_port(), "monitor": free_port()}
+    state = tmp_path / "state"
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'[cluster]\ntag = "{TAG}"\nsecret = "s3cret"\n'
+        f"[ports]\nraft = {ports['raft']}\ncommand = {ports['command']}\n"
+        f"monitor = {ports['monitor']}\n"
+        f'[storage]\nstate_dir = "{state}"\n'
+        f'[tailnet]\nbackend = "localapi"\nsocket_path = "{tmp_path / "ts.sock"}"\n'
+    )
+    with LocalAPIEmulator(tmp_path / "ts.sock", node):
+        with open(tmp_path / "node.log", "ab") as out:
+            proc = subprocess.Popen(
+                [*node_command(), str(config)], stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            admin = state / "admin.sock"
+            eventually(admin.exists, timeout=20, what="the admin socket")
+            assert stat.S_IMODE(os.stat(admin).st_mode) == 0o600
+            done = eventually(
+                lambda: (
+                    (
+                        r := _tsc(
+                            "exec",
+                            "--config",
+                            str(config),
+                            "--name",
+                            "set",
+                            "--args",
+                            '{"k": 1}',
+                            "--json",
+                        )
+                    ).returncode
+                    == 0
+                    and r
+                ),
+                timeout=30,
+                what="tsc exec through the admin socket",
+            )
+            assert json.loads(done.stdout)["error"] is None
+            with tsc.NodeClient(f"unix:{admin}", timeout=5) as client:
+                assert client.status()["state"] == "leader"
+                assert client.execute("get", {"key": "k"}).result == 1
+            # A local process on TCP is not a tailnet peer: refused on every port.
+            for name in ("command", "monitor"):
+                url = f"http://127.0.0.1:{ports[name]}/v1/status"
+                assert httpx.get(url, timeout=5).status_code == 403
+            with socket.create_connection(("127.0.0.1", ports["raft"]), timeout=5) as raw:
+                raw.settimeout(5)
+                with contextlib.suppress(ConnectionResetError):
+                    assert raw.recv(1) == b""
+            # Nothing listens on the tailnet address (it does not exist here), nor anywhere
+            # but loopback: the ports are bound to 127.0.0.1 only.
+            listening = Path("/proc/net/tcp").read_text()
+            for port in ports.values():
+                bound = [
+                    ln.split()[1]
+                    for ln in listening.splitlines()[1:]
+                    if ln.split()[3] == "0A" and ln.split()[1].endswith(f":{port:04X}")
+                ]
+                assert bound == [f"0100007F:{port:04X}"], bound
+            stop = _tsc("node", "stop", "--config", str(config))
+            assert stop.returncode == 0, stop.stderr
+            assert proc.wait(30) == 0
+            assert not admin.exists()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
