@@ -156,6 +156,8 @@ class LocalAPIEmulator:
         self.delay_s = 0.0
         """Seconds every answer waits: plays a slow or overloaded tailscaled."""
         self.requests = 0
+        self.userspace = bool(self_node.wire)
+        """Plays userspace-networking mode (status ``TUN: false``); set by a wire address."""
         self.dials = 0
         """``dial`` upgrades answered with 101."""
         self.health: list[str] = []
@@ -170,11 +172,6 @@ class LocalAPIEmulator:
         )
         self._server: _UnixHTTPServer | None = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def userspace(self) -> bool:
-        """Plays userspace-networking mode (the self node has a wire address)."""
-        return bool(self._self.wire)
 
     def _sender_of(self, wire_ip: str) -> str | None:
         with self._lock:
