@@ -264,3 +264,56 @@ def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socke
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+
+
+class _LoopbackTailnet:
+    """Userspace-mode answers: peers known only by their 127.0.0.1 source ports."""
+
+    may_block = False
+
+    def __init__(self) -> None:
+        self.nodes = {
+            "me": tsc.Peer("me", "me", ("100.64.7.1",), (TAG,), is_self=True),
+            "a": tsc.Peer("a", "a", ("100.64.7.2",), (TAG,)),
+            "b": tsc.Peer("b", "b", ("100.64.7.3",), (TAG,)),
+        }
+        self.sources = {1001: "a", 1002: "b"}
+
+    def self_peer(self) -> tsc.Peer:
+        return self.nodes["me"]
+
+    def peers(self) -> list[tsc.Peer]:
+        return [self.nodes["a"], self.nodes["b"]]
+
+    def whois(self, ip: str, port: int, *, patient: bool = True) -> tsc.Peer | None:
+        name = self.sources.get(port) if ip == "127.0.0.1" else None
+        return self.nodes[name] if name else None
+
+
+def test_loopback_peers_stay_allowed_until_one_loses_its_tag() -> None:
+    from tsconsensus.authorization import Authorizer
+    from tsconsensus.tag_cache import TagCache
+
+    tailnet = _LoopbackTailnet()
+    changes: list[int] = []
+    cache = TagCache(
+        tailnet,  # type: ignore[arg-type]
+        Authorizer(tailnet, TAG),  # type: ignore[arg-type]
+        on_change=lambda: changes.append(1),
+    )
+
+    async def authorize(port: int) -> bool:
+        return await cache.authorize("127.0.0.1", port)
+
+    try:
+        assert asyncio.run(authorize(1001)) and asyncio.run(authorize(1002))
+        assert not asyncio.run(authorize(1003))  # a local process: not a tailnet peer
+        assert cache.refresh() and cache.still_allowed("127.0.0.1") and not changes
+        # b loses its tag: every loopback connection must be authorized again
+        tailnet.nodes["b"] = tsc.Peer("b", "b", ("100.64.7.3",), ())
+        assert cache.refresh() and changes == [1]
+        assert not cache.still_allowed("127.0.0.1")
+        assert asyncio.run(authorize(1001)) and not asyncio.run(authorize(1002))
+        assert cache.still_allowed("127.0.0.1")
+    finally:
+        cache.stop()

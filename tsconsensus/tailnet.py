@@ -48,6 +48,12 @@ class Tailnet(Protocol):
     Methods may block briefly (a backend may ask a local daemon) and are called from any thread.
     They raise :class:`TailnetError` when the backend cannot answer. A backend whose answers
     never block may say so with a class attribute ``may_block = False``.
+
+    Optional, for userspace networking (:mod:`tsconsensus.dialer` looks for them):
+    ``userspace() -> bool`` (tailscaled runs without a TUN device), ``dial(host, port,
+    timeout) -> socket`` (blocking) and ``async dial_async(host, port, *, limit)`` returning
+    asyncio streams: connections to tailnet peers opened through tailscaled, raising
+    :class:`OSError`. The LocalAPI backend has all three.
     """
 
     def self_peer(self) -> Peer:
