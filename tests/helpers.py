@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -77,3 +80,22 @@ def converged_hashes(
 def assert_all_equal(hashes: dict[int, tuple[int, str]]) -> None:
     values = set(hashes.values())
     assert len(values) == 1, f"state differs between nodes: {hashes}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``host`` now ("" = on every address)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def tsc_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``tsc ARGS`` as a separate process (this interpreter), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "commands", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tsconsensus.testing.cluster import node_command
 
-from .helpers import eventually
+from .helpers import eventually, free_port, tsc_run
 
 SOCKET = os.environ.get("TSC_REAL_TAILSCALED_SOCKET", "")
 TAG = os.environ.get("TSC_REAL_TAILSCALED_TAG", "")
@@ -38,28 +36,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return int(probe.getsockname()[1])
-
-
-def _tsc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "commands", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_one_node_cluster_on_a_real_tailscaled(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text(
         f'[cluster]\ntag = "{TAG}"\nsecret = "{os.urandom(16).hex()}"\n'
-        f"[ports]\nraft = {_free_port()}\ncommand = {_free_port()}\n"
-        f"monitor = {_free_port()}\n"
+        f"[ports]\nraft = {free_port('')}\ncommand = {free_port('')}\n"
+        f"monitor = {free_port('')}\n"
         f'[storage]\nstate_dir = "{tmp_path / "state"}"\n'
         f'[tailnet]\nbackend = "localapi"\nsocket_path = "{SOCKET}"\n'
     )
@@ -69,7 +51,7 @@ def test_one_node_cluster_on_a_real_tailscaled(tmp_path: Path) -> None:
         done = eventually(
             lambda: (
                 (
-                    r := _tsc(
+                    r := tsc_run(
                         "exec",
                         "--config",
                         str(config),
@@ -88,9 +70,11 @@ def test_one_node_cluster_on_a_real_tailscaled(tmp_path: Path) -> None:
             what="a command committed on the node",
         )
         assert json.loads(done.stdout)["error"] is None
-        read = _tsc("exec", "--config", str(config), "--name", "get", "--args", '{"key": "real"}')
+        read = tsc_run(
+            "exec", "--config", str(config), "--name", "get", "--args", '{"key": "real"}'
+        )
         assert read.returncode == 0 and read.stdout.strip() == "true", read.stdout + read.stderr
-        stopped = _tsc("node", "stop", "--config", str(config))
+        stopped = tsc_run("node", "stop", "--config", str(config))
         assert stopped.returncode == 0, stopped.stderr
         assert proc.wait(30) == 0
     finally:

@@ -11,7 +11,6 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,15 +24,9 @@ from tsconsensus.localapi import LocalAPIClient, LocalAPITailnet
 from tsconsensus.testing.cluster import node_command
 from tsconsensus.testing.emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
 
-from .helpers import eventually
+from .helpers import eventually, free_port, tsc_run
 
 TAG = "tag:db"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -181,16 +174,6 @@ def test_mode_is_detected_from_tailscaled_and_can_be_forced(
         tsc.Config.from_toml('[tailnet]\nmode = "tunnel"\n')
 
 
-def _tsc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "commands", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socket(
     tmp_path: Path,
 ) -> None:
@@ -217,7 +200,7 @@ def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socke
             done = eventually(
                 lambda: (
                     (
-                        r := _tsc(
+                        r := tsc_run(
                             "exec",
                             "--config",
                             str(config),
@@ -256,7 +239,7 @@ def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socke
                     if ln.split()[3] == "0A" and ln.split()[1].endswith(f":{port:04X}")
                 ]
                 assert bound == [f"0100007F:{port:04X}"], bound
-            stop = _tsc("node", "stop", "--config", str(config))
+            stop = tsc_run("node", "stop", "--config", str(config))
             assert stop.returncode == 0, stop.stderr
             assert proc.wait(30) == 0
             assert not admin.exists()
