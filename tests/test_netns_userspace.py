@@ -1,7 +1,8 @@
 """A whole cluster in userspace-networking mode: three hosts in network namespaces, each with a
 tailscaled emulator playing userspace mode. The tailnet addresses exist on no interface (the
 bridge carries only the emulators' wire), so the cluster forms only if every Raft, command and
-monitor connection is dialled through the LocalAPI ``dial`` upgrade."""
+monitor connection is dialled through tailscaled: the LocalAPI ``dial`` upgrade (hosts 1 and 2)
+or its SOCKS5 proxy (host 3)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def _exec(hosts: Hosts, k: int, args: str) -> dict[str, object]:
 def test_three_userspace_hosts_form_a_cluster_refuse_strangers_and_survive_a_partition(
     tmp_path: Path,
 ) -> None:
-    with Hosts(tmp_path, 4, TAG, FAST_RAFT, userspace=True) as hosts:
+    # host3 dials through its tailscaled's SOCKS5 proxy, the others with the LocalAPI dial
+    with Hosts(tmp_path, 4, TAG, FAST_RAFT, userspace=True, socks5_hosts=[2]) as hosts:
         hosts.tailnet.set_tags("host4", [])  # on the tailnet, without the cluster tag
         for k in range(3):
             hosts.start(k, bootstrap_expect=3)
@@ -72,7 +74,8 @@ def test_three_userspace_hosts_form_a_cluster_refuse_strangers_and_survive_a_par
         assert all(m["connected"] for m in status["members"] if m["id"] != status["node_id"])
         # Every host dialled its peers through its tailscaled, and the tailnet addresses are
         # not routable from the hosts: nothing could have gone around it.
-        assert all(hosts.emulators[k].dials > 0 for k in range(3))
+        assert hosts.emulators[0].dials > 0 and hosts.emulators[1].dials > 0
+        assert hosts.emulators[2].dials == 0 and hosts.emulators[2].netstack.socks5_connections > 0
         direct = hosts.python(
             0,
             "import socket\n"

@@ -300,3 +300,37 @@ def test_loopback_peers_stay_allowed_until_one_loses_its_tag() -> None:
         assert cache.still_allowed("127.0.0.1")
     finally:
         cache.stop()
+
+
+def test_dial_through_the_socks5_proxy(tmp_path: Path) -> None:
+    tailnet = EmulatedTailnet()
+    a = EmulatedNode("a", ["100.64.7.1"], [TAG], wire=f"127.0.0.21:{free_port('127.0.0.21')}")
+    b = EmulatedNode("b", ["100.64.7.2"], [TAG], wire=f"127.0.0.22:{free_port('127.0.0.22')}")
+    tailnet.add(a)
+    tailnet.add(b)
+    proxy = f"127.0.0.21:{free_port('127.0.0.21')}"
+    ea = LocalAPIEmulator(tmp_path / "a.sock", a, tailnet=tailnet, socks5=proxy).start()
+    eb = tailnet.emulator("b", tmp_path / "b.sock").start()
+    try:
+        dialer = LocalAPITailnet(ea.socket_path, socks5=proxy)
+
+        async def exchange(port: int) -> bytes:
+            reader, writer = await dialer.dial_async("100.64.7.2", port)
+            writer.write(b"y")
+            data = await reader.readexactly(4)
+            writer.close()
+            return data
+
+        with greeter() as (port, sources):
+            with dialer.dial("100.64.7.2", port, timeout=5) as sock:
+                sock.settimeout(5)
+                assert sock.recv(3) == b"hi "
+            assert asyncio.run(asyncio.wait_for(exchange(port), 10)) == b"hi y"
+            peer = LocalAPITailnet(eb.socket_path).whois(*sources[0])
+            assert peer is not None and peer.hostname == "a"
+        assert ea.dials == 0 and ea.netstack.socks5_connections == 2
+        with pytest.raises(ConnectionRefusedError, match="connection refused"):
+            dialer.dial("100.64.7.2", free_port(), timeout=5)
+    finally:
+        ea.stop()
+        eb.stop()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .address import NodeAddress
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -243,6 +244,9 @@ class TailnetConfig:
     In userspace mode the node listens on 127.0.0.1 and dials peers through tailscaled."""
     socket_path: str = DEFAULT_SOCKET
     """tailscaled's LocalAPI socket (Linux default; macOS: see the README)."""
+    socks5: str = ""
+    """``host:port`` of tailscaled's SOCKS5 proxy (``--socks5-server``): in userspace mode,
+    dial peers through it instead of the LocalAPI ``dial`` upgrade. Empty: use ``dial``."""
     tailscaled_path: str = "tailscaled"
     """``managed`` only: the tailscaled executable (a name on PATH, or a path)."""
     auth_key_file: str = ""
@@ -279,6 +283,13 @@ class TailnetConfig:
             if not self.tailscaled_path:
                 raise ConfigError("tailnet.tailscaled_path", "", "must name tailscaled")
         _check_positive("tailnet.login_timeout_s", self.login_timeout_s)
+        if self.socks5:
+            try:
+                NodeAddress.parse(self.socks5)
+            except ValueError:
+                raise ConfigError(
+                    "tailnet.socks5", self.socks5, "must be host:port of tailscaled's proxy"
+                ) from None
         for i, peer in enumerate(self.peers):
             _check_address(f"tailnet.peers[{i}].address", peer.address)
             for tag in peer.tags:

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from . import socks5
 from .address import bracketed
 from .errors import TailnetError
 from .tailnet import Peer, normalize_ip, sort_addresses
@@ -303,8 +304,13 @@ class LocalAPITailnet:
     address (userspace networking shows peers as 127.0.0.1:PORT) costs a LocalAPI whois.
     """
 
-    def __init__(self, socket_path: str, client: LocalAPIClient | None = None) -> None:
+    def __init__(
+        self, socket_path: str, client: LocalAPIClient | None = None, *, socks5: str = ""
+    ) -> None:
         self.client = client or LocalAPIClient(socket_path)
+        self.socks5 = socks5
+        """tailscaled's SOCKS5 proxy (``host:port``): if set, peers are dialled through it
+        instead of the LocalAPI ``dial`` upgrade."""
 
     def self_peer(self) -> Peer:
         return self.client.status().self_peer
@@ -320,11 +326,16 @@ class LocalAPITailnet:
     async def dial_async(
         self, host: str, port: int, *, limit: int = 2**16
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A stream to tailnet peer ``host:port`` through tailscaled (see the client)."""
+        """A stream to tailnet peer ``host:port`` through tailscaled (see the client; or its
+        SOCKS5 proxy). Raises :class:`OSError`."""
+        if self.socks5:
+            return await socks5.connect_async(self.socks5, host, port, limit=limit)
         return await self.client.dial_async(host, port, limit=limit)
 
     def dial(self, host: str, port: int, timeout: float) -> socket.socket:
-        """Blocking :meth:`dial_async` (see the client)."""
+        """Blocking :meth:`dial_async`."""
+        if self.socks5:
+            return socks5.connect(self.socks5, host, port, timeout)
         return self.client.dial(host, port, timeout)
 
     def whois(self, ip: str, port: int, *, patient: bool = True) -> Peer | None:

@@ -29,7 +29,7 @@ def build_tailnet(config: Config) -> Tailnet:
     socket_path = config.tailnet.socket_path
     if config.tailnet.backend == "managed":  # a view of the node's own (running) tailscaled
         socket_path = str(managed_socket_path(config))
-    tailnet: Tailnet = LocalAPITailnet(socket_path)
+    tailnet: Tailnet = LocalAPITailnet(socket_path, socks5=config.tailnet.socks5)
     return tailnet
 
 

@@ -144,9 +144,12 @@ class LocalAPIEmulator:
         *,
         tailnet: EmulatedTailnet | None = None,
         netns: str | None = None,
+        socks5: str = "",
     ) -> None:
         self.socket_path = str(socket_path)
         self.netns = netns
+        self.socks5 = socks5
+        """``ip:port`` of a SOCKS5 proxy to serve (tailscaled's ``--socks5-server``), or ""."""
         self.tailnet = tailnet or EmulatedTailnet()
         self.tailnet.add(self_node)
         self._lock = self.tailnet.lock
@@ -244,6 +247,8 @@ class LocalAPIEmulator:
         self._thread.start()
         try:
             self.netstack.start()
+            if self.socks5:
+                self.netstack.start_socks5(self.socks5)
         except BaseException:
             self.stop()
             raise

@@ -51,6 +51,16 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
+def _exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise OSError("closed early")
+        data += chunk
+    return data
+
+
 def split_wire(wire: str) -> tuple[str, int]:
     host, _, port = wire.rpartition(":")
     return host, int(port)
@@ -103,6 +113,9 @@ class Netstack:
         self._closed = False
         self.delivered = 0
         """Inbound tailnet connections handed to the host's loopback."""
+        self.socks5_connections = 0
+        """Connections made through the SOCKS5 proxy (:meth:`start_socks5`)."""
+        self._socks: socket.socket | None = None
 
     def start(self) -> None:
         if not self.wire:
@@ -129,10 +142,11 @@ class Netstack:
 
     def stop(self) -> None:
         self._closed = True
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
+        for listener in (self._listener, self._socks):
+            if listener is not None:
+                with contextlib.suppress(OSError):
+                    listener.shutdown(socket.SHUT_RDWR)
+                listener.close()
 
     def _accept(self, listener: socket.socket) -> None:
         while not self._closed:
@@ -175,6 +189,67 @@ class Netstack:
             conn.close()
             return
         splice(conn, local)
+
+    # -- tailscaled's SOCKS5 proxy (--socks5-server) ---------------------------------------
+
+    def start_socks5(self, address: str) -> None:
+        """Serve a SOCKS5 proxy (no auth, CONNECT) at ``address`` (``ip:port``) that dials
+        like :meth:`dial`. Raises :class:`OSError` if it cannot listen."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                if self.netns:
+                    enter_netns(self.netns)
+                self._socks = socket.create_server(split_wire(address), backlog=64)
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            while not self._closed:
+                try:
+                    conn, _ = self._socks.accept()
+                except OSError:
+                    return
+                threading.Thread(target=self._socks_client, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=run, name="emulator-socks5", daemon=True).start()
+        ready.wait(10)
+        if failure:
+            raise failure[0]
+
+    def _socks_client(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(10)
+            head = _exactly(conn, 2)
+            _exactly(conn, head[1])  # the methods offered; "no auth" is what we take
+            conn.sendall(b"\x05\x00")
+            ver, cmd, _, atyp = _exactly(conn, 4)
+            if atyp == 1:
+                host = socket.inet_ntop(socket.AF_INET, _exactly(conn, 4))
+            elif atyp == 4:
+                host = socket.inet_ntop(socket.AF_INET6, _exactly(conn, 16))
+            else:
+                host = _exactly(conn, _exactly(conn, 1)[0]).decode("idna")
+            port = int.from_bytes(_exactly(conn, 2), "big")
+            if ver != 5 or cmd != 1:
+                conn.sendall(b"\x05\x07\x00\x01" + bytes(6))
+                raise OSError("only CONNECT is served")
+            try:
+                out = self.dial(host, port, timeout=5)
+            except OSError:
+                conn.sendall(b"\x05\x05\x00\x01" + bytes(6))
+                raise
+            conn.sendall(b"\x05\x00\x00\x01" + bytes(6))
+            conn.settimeout(None)
+            self.socks5_connections += 1
+        except OSError as exc:
+            log.debug("SOCKS5 request dropped: %s", exc)
+            conn.close()
+            return
+        splice(conn, out)
 
     def dial(self, host: str, port: int, timeout: float) -> socket.socket:
         """A stream to tailnet peer ``host:port`` (what tailscaled's ``dial`` does). Raises

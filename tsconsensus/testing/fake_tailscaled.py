@@ -1,7 +1,8 @@
 """A fake ``tailscaled`` executable: the LocalAPI emulator behind tailscaled's command line.
 
 It takes the flags a managed node passes (``--tun=userspace-networking --statedir=DIR
---socket=PATH --port=N``; ``--socks5-server`` is accepted and ignored), serves the LocalAPI on
+--socket=PATH --port=N``, and ``--socks5-server=IP:PORT`` to serve a SOCKS5 proxy), serves the
+LocalAPI on
 ``PATH`` in userspace mode, starts in ``NeedsLogin`` and logs in on ``POST
 /localapi/v0/start`` (tailscale up's request) when the auth key is one it knows. Like
 tailscaled, it remembers a login in its state directory, so a restart is ``Running`` at once.
@@ -54,7 +55,9 @@ def write_executable(directory: Path, tailnet_file: Path, name: str = "tailscale
 class FakeTailscaled:
     """One fake tailscaled: an emulator whose self node appears when it logs in."""
 
-    def __init__(self, spec: dict[str, Any], statedir: Path, socket_path: Path) -> None:
+    def __init__(
+        self, spec: dict[str, Any], statedir: Path, socket_path: Path, socks5: str = ""
+    ) -> None:
         self.statedir = statedir
         self.keys: dict[str, list[str]] = {k: list(v) for k, v in spec["auth_keys"].items()}
         me = spec.get("self") or {}
@@ -69,7 +72,9 @@ class FakeTailscaled:
         self.node = EmulatedNode(
             "(not logged in)", me.get("addresses") or ["100.64.9.1"], (), wire=me.get("wire", "")
         )
-        self.emulator = LocalAPIEmulator(socket_path, self.node, tailnet=self.tailnet)
+        self.emulator = LocalAPIEmulator(
+            socket_path, self.node, tailnet=self.tailnet, socks5=socks5
+        )
         self.emulator.userspace = True
         self.emulator.backend_state = "NeedsLogin"
         self.emulator.post_handlers["/localapi/v0/start"] = self._start
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fake tailscaled: {ENV} must name the tailnet file", file=sys.stderr)
         return 1
     args.statedir.mkdir(parents=True, exist_ok=True)
-    fake = FakeTailscaled(json.loads(Path(spec_path).read_text()), args.statedir, args.socket)
+    spec = json.loads(Path(spec_path).read_text())
+    fake = FakeTailscaled(spec, args.statedir, args.socket, args.socks5_server)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:

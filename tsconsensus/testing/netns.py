@@ -132,6 +132,9 @@ class RunNamespace:
         self._nft(f"table inet {_TABLE} {{}}\ndelete table inet {_TABLE}\n")
 
 
+SOCKS5 = "127.0.0.1:1055"
+
+
 class Hosts:
     """``count`` hosts 100.64.0.1.. on one bridge. Use as a context manager.
 
@@ -149,12 +152,16 @@ class Hosts:
         raft: dict[str, Any],
         *,
         userspace: bool = False,
+        socks5_hosts: Iterable[int] = (),
     ) -> None:
         self.directory = directory
         self.count = count
         self.tag = tag
         self.raft = raft
         self.userspace = userspace
+        self.socks5_hosts = set(socks5_hosts)
+        """Hosts whose tailscaled also serves SOCKS5 on 127.0.0.1:1055, which their node
+        dials through (``tailnet.socks5``) instead of the LocalAPI ``dial``."""
         self.prefix = f"tsc{os.getpid() % 10000}x{random.randint(0, 9999)}"
         self.switch = f"{self.prefix}-sw"
         self.addresses = [f"100.64.0.{k + 1}" for k in range(count)]
@@ -246,6 +253,7 @@ class Hosts:
                 self.tailnet.nodes[self.hostname(k)],
                 tailnet=self.tailnet,
                 netns=self.ns(k) if self.userspace else None,
+                socks5=SOCKS5 if k in self.socks5_hosts else "",
             ).start()
         return self.emulators[k]
 
@@ -266,7 +274,10 @@ class Hosts:
                 config.storage, state_dir=str(self.directory / f"{self.hostname(k)}-state")
             ),
             tailnet=dataclasses.replace(
-                config.tailnet, backend="localapi", socket_path=str(socket_path)
+                config.tailnet,
+                backend="localapi",
+                socket_path=str(socket_path),
+                socks5=SOCKS5 if k in self.socks5_hosts else "",
             ),
         )
         self.config_path(k).write_text(to_toml(config))
