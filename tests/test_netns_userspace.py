@@ -125,3 +125,15 @@ def test_three_userspace_hosts_form_a_cluster_refuse_strangers_and_survive_a_par
 
         eventually(caught_up, timeout=30, interval=0.3, what="the healed node reads the write")
         assert _exec(hosts, leader, '{"healed": true}')["error"] is None
+
+        # host4, tagged now, joins through its tailscaled: its join comes from 127.0.0.1 on
+        # the members' hosts and is accepted as its own tailnet address (whois names it).
+        hosts.tailnet.set_tags("host4", [TAG])
+        hosts.start(3)
+
+        def four_members() -> bool:
+            status = hosts.status(3)
+            return status is not None and len(status["members"]) == 4
+
+        eventually(four_members, timeout=40, interval=0.3, what="host4 joins the cluster")
+        assert _exec(hosts, 3, '{"fourth": true}')["error"] is None
