@@ -1,0 +1,63 @@
+"""Figures of one measurement: rate, latency percentiles, how many completed and failed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What one load measurement produced (latencies in milliseconds)."""
+
+    rate: float
+    """Completed operations per second over the measured interval."""
+    p50_ms: float
+    p99_ms: float
+    count: int
+    errors: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Figures:
+        return cls(
+            rate=float(data["rate"]),
+            p50_ms=float(data["p50_ms"]),
+            p99_ms=float(data["p99_ms"]),
+            count=int(data["count"]),
+            errors=int(data.get("errors", 0)),
+            seconds=float(data.get("seconds", 0.0)),
+        )
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of an ascending list, nearest rank; NaN when empty."""
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summarize(latencies_s: list[float], elapsed_s: float, errors: int = 0) -> Figures:
+    """Figures from per-operation latencies (seconds) gathered over ``elapsed_s`` seconds."""
+    ordered = sorted(latencies_s)
+    return Figures(
+        rate=len(ordered) / elapsed_s if elapsed_s > 0 else 0.0,
+        p50_ms=percentile(ordered, 0.50) * 1000,
+        p99_ms=percentile(ordered, 0.99) * 1000,
+        count=len(ordered),
+        errors=errors,
+        seconds=elapsed_s,
+    )
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
