@@ -129,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"Machine: {machine()}; {settings.seconds:g} s per figure.\n")
+    command = " ".join(["python -m bench.compare", *(argv if argv is not None else sys.argv[1:])])
+    print(f"`{command}` on {time.strftime('%Y-%m-%d %H:%M')}: {machine()}; ", end="")
+    print(f"{settings.seconds:g} s per figure.\n")
     print(table.render(results))
-    title = f"3 members on loopback, {machine()}"
+    title = (
+        "Writes on 3 members on loopback (tsconsensus and etcd fsync on; pysyncobj "
+        f"non-durable), {machine()}, {time.strftime('%Y-%m-%d')}"
+    )
     png = chart.render(results, args.chart, title)
     progress(f"chart written to {png}")
     if args.json:
@@ -141,4 +146,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as exc:
+        print(
+            f"interrupted ({exc or 'Ctrl-C'}); every process it started is stopped", file=sys.stderr
+        )
+        sys.exit(130)

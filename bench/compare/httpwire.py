@@ -32,8 +32,24 @@ def request_bytes(host: str, path: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+        if size == 0:
+            await _trailers(reader)
+            return bytes(body)
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
+async def _trailers(reader: asyncio.StreamReader) -> None:
+    while await reader.readuntil(b"\r\n") != b"\r\n":
+        pass
+
+
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """Status and body of one response (Content-Length framing only)."""
+    """Status and body of one response (Content-Length or chunked framing)."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
@@ -44,12 +60,16 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     except (IndexError, ValueError):
         raise HttpError(f"bad status line {lines[0][:60]!r}") from None
     length = 0
+    chunked = False
     for line in lines[1:]:
-        if line[:15].lower() == b"content-length:":
+        name = line[:18].lower()
+        if name.startswith(b"content-length:"):
             length = int(line[15:])
+        elif name.startswith(b"transfer-encoding:") and b"chunked" in line.lower():
+            chunked = True  # etcd's gateway, for larger answers
     try:
-        body = await reader.readexactly(length)
-    except asyncio.IncompleteReadError as exc:
+        body = await (_read_chunked(reader) if chunked else reader.readexactly(length))
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
         raise HttpError(f"short body: {exc}") from None
     return status, body
 

@@ -13,6 +13,7 @@ Run by :func:`run_load` as ``python -m bench.compare.loadgen``: a JSON spec on s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -145,8 +146,11 @@ async def generate(spec: LoadSpec) -> tuple[Figures, str]:
     """Run the load in this process: the figures, and the first error seen (or "")."""
     tally = _Tally()
     driver = _grpc if spec.driver == "grpc" else _http
+    cpu = time.process_time()
     elapsed = await driver(spec, tally)
-    return summarize(tally.latencies, elapsed, tally.errors), tally.first_error
+    figures = summarize(tally.latencies, elapsed, tally.errors)
+    figures = dataclasses.replace(figures, client_cpu_s=time.process_time() - cpu)
+    return figures, tally.first_error
 
 
 def run_load(spec: LoadSpec) -> tuple[Figures, str]:

@@ -41,7 +41,7 @@ class KeyValue(SyncObj):  # type: ignore[misc]
         super().__init__(self_address, partners, conf)
         self._data: dict[str, Any] = {}
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[misc,untyped-decorator,unused-ignore]
     def set_items(self, items: dict[str, Any]) -> dict[str, Any]:
         previous = {k: self._data.get(k) for k in items}
         self._data.update(items)

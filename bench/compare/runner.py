@@ -27,9 +27,11 @@ class Settings:
 
 def _show(figures: Figures) -> str:
     errors = f", {figures.errors} failed" if figures.errors else ""
+    cpu = figures.client_cpu_s / figures.seconds if figures.seconds else 0.0
+    client = f", client CPU {cpu:.0%}" if cpu else ""
     return (
         f"{figures.rate:,.0f}/s, p50 {figures.p50_ms:.2f} ms, p99 {figures.p99_ms:.2f} ms "
-        f"({figures.count:,} in {figures.seconds:.1f} s{errors})"
+        f"({figures.count:,} in {figures.seconds:.1f} s{errors}{client})"
     )
 
 
@@ -59,8 +61,8 @@ class SystemRun:
     def run(self) -> None:
         s = self.settings
         self.step("starting 3 members")
-        self.system.start(3)
         try:
+            self.system.start(3)
             self.results.put(self.system.column, "rss/idle", largest_rss_mb(self.system))
             self.step(f"idle RSS {self.results.values[self.system.column]['rss/idle']:.1f} MiB")
             self._client_loads()
@@ -119,8 +121,8 @@ class SystemRun:
         s = self.settings
         top = max(s.clients)
         self.step("starting 5 members")
-        self.system.start(5)
         try:
+            self.system.start(5)
             path = self.system.paths()[0]
             measure(self.system, path, "write", top, s.warmup_seconds)
             figures = measure(self.system, path, "write", top, s.seconds)

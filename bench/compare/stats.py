@@ -18,6 +18,8 @@ class Figures:
     count: int
     errors: int = 0
     seconds: float = 0.0
+    client_cpu_s: float = 0.0
+    """CPU time the load generator process used meanwhile (0 when not measured)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -31,6 +33,7 @@ class Figures:
             count=int(data["count"]),
             errors=int(data.get("errors", 0)),
             seconds=float(data.get("seconds", 0.0)),
+            client_cpu_s=float(data.get("client_cpu_s", 0.0)),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .memory import KEYS_PER_REQUEST
 from .results import ETCD, ETCD_GATEWAY, Results, Row, rows
 
 NA = "n/a"
@@ -25,7 +26,8 @@ def number(value: float | None, unit: str) -> str:
 def _ratio(value: float | None, reference: float | None) -> str:
     if value is None or reference is None or reference == 0:
         return NA
-    return f"{value / reference:.2f}x"
+    ratio = value / reference
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.3f}x"
 
 
 def _header(column: str) -> str:
@@ -80,7 +82,10 @@ def render(results: Results) -> str:
         "(a): N clients in a separate process, one connection each, one request at a time, "
         "spread over the members with the first on the leader; (b): N threads calling the "
         "blocking API inside the leader's process, its ratio against etcd's (a) figure at "
-        "the same N. Ratios are system / etcd (above 1: more commands/s, or more ms, MiB)."
+        "the same N. Ratios are system / etcd (above 1: more commands/s, or more ms, MiB). "
+        "Failover: the leader SIGKILLed, then a write every 20 ms through the survivors until "
+        f"one succeeds. RSS: VmRSS of the largest member; keys loaded {KEYS_PER_REQUEST} per "
+        "request (a tsconsensus `set` of many keys, an etcd txn, one pysyncobj call)."
     )
     out += [f"- {note}" for note in results.notes]
     for column, errors in results.errors.items():
