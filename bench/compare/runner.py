@@ -111,7 +111,9 @@ class SystemRun:
     def _memory(self) -> None:
         s = self.settings
         self.step(f"loading {s.keys:,} keys of {s.value_bytes} B")
-        load_keys(self.system, s.keys, s.value_bytes)
+        retried = load_keys(self.system, s.keys, s.value_bytes)
+        if retried:
+            self.step(f"{retried} refused load requests retried")
         self.system.wait_healthy()
         rss = largest_rss_mb(self.system)
         self.results.put(self.system.column, "rss/keys", rss)
