@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from . import chart, table
 from .results import Results
-from .runner import Settings, SystemRun
+from .runner import Run, Settings
 from .systems.base import System
 from .systems.etcd import EtcdSystem
 from .systems.pysyncobj import PysyncobjSystem
@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--clients", type=int, nargs="+", help="client counts (1 16 64)")
     parser.add_argument("--seconds", type=float, help="length of each load figure (5)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the load series; medians (1)")
     parser.add_argument("--kills", type=int, help="leader kills for failover (10)")
     parser.add_argument("--keys", type=int, help="keys loaded for the memory figure (100000)")
     parser.add_argument("--value-bytes", type=int, default=256, help="their value size (256)")
@@ -77,6 +78,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         read_clients=sorted({clients[0], clients[-1]}),
         seconds=args.seconds or (0.3 if quick else 5.0),
         warmup_seconds=0.1 if quick else 1.0,
+        rounds=max(1, args.rounds),
         kills=args.kills or (1 if quick else 10),
         keys=args.keys or (2_000 if quick else 100_000),
         value_bytes=args.value_bytes,
@@ -106,43 +108,48 @@ def main(argv: list[str] | None = None) -> int:
 
     results = Results(settings=dict(vars(settings)))
     results.settings["machine"] = machine()
+    started = time.strftime("%Y-%m-%d %H:%M")
+    load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="tsc-compare-", dir=args.dir))
     progress(f"state and logs in {workdir}")
-    failed = False
+    systems: list[System] = []
+    for name in args.systems.split(","):
+        system = SYSTEMS[name](workdir, progress)
+        reason = system.missing()
+        if reason is not None:
+            progress(f"{name}: {reason}")
+            results.notes.append(f"{name}: {reason}")
+            continue
+        systems.append(system)
+        for path in system.paths():
+            results.add_column(path.column)
+        results.add_column(system.column)
+        results.notes.append(system.notes())
+    run = Run(systems, settings, results, progress)
     try:
-        for name in args.systems.split(","):
-            system = SYSTEMS[name](workdir, progress)
-            reason = system.missing()
-            if reason is not None:
-                progress(f"{name}: {reason}")
-                results.notes.append(f"{name}: {reason}")
-                continue
-            results.add_column(system.column)
-            results.notes.append(system.notes())
-            try:
-                SystemRun(system, settings, results, progress).run()
-            except Exception as exc:  # one system's failure leaves the others' figures
-                failed = True
-                system.stop()
-                results.problems.append(f"{name}: {type(exc).__name__}: {exc}")
-                progress(f"{name}: FAILED: {exc}")
+        run.run()
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    load_after = os.getloadavg()[0]
+    results.settings["load_average_1min"] = [load_before, load_after]
     command = " ".join(["python -m bench.compare", *(argv if argv is not None else sys.argv[1:])])
-    print(f"`{command}` on {time.strftime('%Y-%m-%d %H:%M')}: {machine()}; ", end="")
-    print(f"{settings.seconds:g} s per figure.\n")
+    rounds = f", median of {settings.rounds} rounds" if settings.rounds > 1 else ""
+    print(
+        f"`{command}` on {started}: {machine()}; {settings.seconds:g} s per figure{rounds}; "
+        f"load average {load_before:.1f} at the start, {load_after:.1f} at the end.\n"
+    )
     print(table.render(results))
     title = (
         "Writes on 3 members on loopback (tsconsensus and etcd fsync on; pysyncobj "
-        f"non-durable), {machine()}, {time.strftime('%Y-%m-%d')}"
+        f"non-durable), {machine()}, {started[:10]}"
     )
     png = chart.render(results, args.chart, title)
     progress(f"chart written to {png}")
     if args.json:
         args.json.write_text(json.dumps(results.to_json(), indent=2) + "\n")
         progress(f"figures written to {args.json}")
-    return 1 if failed else 0
+    return 1 if run.failed else 0
 
 
 if __name__ == "__main__":

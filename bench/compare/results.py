@@ -32,6 +32,8 @@ class Results:
     errors: dict[str, dict[str, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Every round of every load figure (``column|key`` -> figures), for the JSON."""
 
     def add_column(self, column: str) -> None:
         if column not in self.columns:
@@ -66,6 +68,7 @@ class Results:
             "errors": self.errors,
             "notes": self.notes,
             "problems": self.problems,
+            "samples": self.samples,
         }
 
 

@@ -1,16 +1,28 @@
-"""One system's measurements, in order, on clusters it starts and always stops."""
+"""The run: every system's clusters, with each measurement interleaved across the systems.
+
+The 3-member clusters of all systems run at once, and each measurement is taken on every
+system in turn (all systems at 1 client, then all at 16, ...; one leader kill on each, then
+the next), so that a change in the shared machine's load during the run falls on every system
+alike instead of on whichever was being measured then. ``rounds`` repeats the load series and
+each figure is the median of its rounds. A system that fails is stopped and reported; the
+others go on. The 5-member comparison runs last, one system at a time, each against a
+3-member figure taken just before it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from .failover import failover_times
+from .failover import one_failover
 from .loadgen import LoadSpec, run_load
 from .memory import largest_rss_mb, load_keys
 from .results import Results, plural
-from .stats import Figures
-from .systems.base import ClientPath, Progress, System
+from .stats import Figures, combine
+from .systems.base import ClientPath, InProcess, Progress, System
 
 
 @dataclass(frozen=True)
@@ -19,13 +31,14 @@ class Settings:
     read_clients: list[int]
     seconds: float
     warmup_seconds: float
+    rounds: int
     kills: int
     keys: int
     value_bytes: int
     five_nodes: bool
 
 
-def _show(figures: Figures) -> str:
+def show(figures: Figures) -> str:
     errors = f", {figures.errors} failed" if figures.errors else ""
     cpu = figures.client_cpu_s / figures.seconds if figures.seconds else 0.0
     client = f", client CPU {cpu:.0%}" if cpu else ""
@@ -44,94 +57,187 @@ def measure(system: System, path: ClientPath, op: str, clients: int, seconds: fl
     return figures
 
 
-class SystemRun:
-    """Everything measured on one system."""
+class Run:
+    """All the measurements of one run, on the given systems."""
 
     def __init__(
-        self, system: System, settings: Settings, results: Results, progress: Progress
+        self, systems: list[System], settings: Settings, results: Results, progress: Progress
     ) -> None:
-        self.system = system
+        self.systems = systems
         self.settings = settings
         self.results = results
         self.progress = progress
+        self.active: list[System] = []
+        self.samples: dict[tuple[str, str], list[Figures]] = {}
 
-    def step(self, what: str) -> None:
-        self.progress(f"{self.system.name}: {what}")
+    @property
+    def failed(self) -> bool:
+        return bool(self.results.problems)
+
+    def _fail(self, system: System, exc: BaseException) -> None:
+        self.results.problems.append(f"{system.name}: {type(exc).__name__}: {exc}")
+        self.progress(f"{system.name}: FAILED: {type(exc).__name__}: {exc}")
+        if system in self.active:
+            self.active.remove(system)
+        with contextlib.suppress(Exception):
+            system.stop()
+
+    def _each(self, action: Callable[[System], Any]) -> None:
+        """``action`` on every system still in the run; one that raises leaves the run."""
+        for system in list(self.active):
+            try:
+                action(system)
+            except Exception as exc:  # that system's figures stop here; the others go on
+                self._fail(system, exc)
 
     def run(self) -> None:
         s = self.settings
-        self.step("starting 3 members")
+        self.active = list(self.systems)
         try:
-            self.system.start(3)
-            self.results.put(self.system.column, "rss/idle", largest_rss_mb(self.system))
-            self.step(f"idle RSS {self.results.values[self.system.column]['rss/idle']:.1f} MiB")
-            self._client_loads()
+            self._each(self._start)
+            self._each(self._idle_memory)
+            self._each(self._warm_up)
+            for r in range(s.rounds):
+                if s.rounds > 1:
+                    self.progress(f"round {r + 1} of {s.rounds}")
+                self._client_loads()
             self._inprocess()
+            self._keep_medians()
             self._failover()
-            self._memory()
+            self._each(self._memory)
         finally:
-            self.system.stop()
+            for system in self.systems:
+                with contextlib.suppress(Exception):
+                    system.stop()
         if s.five_nodes:
-            self._five_nodes()
+            self._each(self._five_against_three)
+
+    def _start(self, system: System) -> None:
+        self.progress(f"{system.name}: starting 3 members")
+        system.start(3)
+
+    def _idle_memory(self, system: System) -> None:
+        rss = largest_rss_mb(system)
+        self.results.put(system.column, "rss/idle", rss)
+        self.progress(f"{system.name}: idle RSS {rss:.1f} MiB")
+
+    def _warm_up(self, system: System) -> None:
+        for path in system.paths():  # not counted
+            measure(system, path, "write", max(self.settings.clients), self.settings.warmup_seconds)
+
+    def _sample(self, column: str, key: str, figures: Figures) -> None:
+        self.samples.setdefault((column, key), []).append(figures)
 
     def _client_loads(self) -> None:
         s = self.settings
-        paths = self.system.paths()
-        for path in paths:  # warm-up, not counted
-            measure(self.system, path, "write", max(s.clients), s.warmup_seconds)
         for op, key, clients_list in (
             ("write", "write_a", s.clients),
             ("read", "read", s.read_clients),
         ):
             for clients in clients_list:
-                for path in paths:
-                    figures = measure(self.system, path, op, clients, s.seconds)
-                    self.results.put_figures(path.column, f"{key}/{clients}", figures)
-                    who = plural(clients, "client")
-                    self.step(f"{op}s (a) {path.label}, {who}: {_show(figures)}")
+
+                def load(system: System, op: str = op, key: str = key, c: int = clients) -> None:
+                    for path in system.paths():
+                        figures = measure(system, path, op, c, s.seconds)
+                        self._sample(path.column, f"{key}/{c}", figures)
+                        who = plural(c, "client")
+                        self.progress(
+                            f"{system.name}: {op}s (a) {path.label}, {who}: {show(figures)}"
+                        )
+
+                self._each(load)
 
     def _inprocess(self) -> None:
         s = self.settings
-        self.step("(b) in the leader's process")
-        warmup = (max(s.clients), s.warmup_seconds)  # first, not counted
-        found = self.system.inprocess([warmup, *((c, s.seconds) for c in s.clients)])
-        if found is None:
-            self.step("(b): no in-process path")
-            return
-        found = found[1:]
-        for clients, figures in zip(s.clients, found, strict=True):
-            self.results.put_figures(self.system.column, f"write_b/{clients}", figures)
-            self.step(f"writes (b) in-process, {plural(clients, 'caller')}: {_show(figures)}")
+        sessions: dict[System, tuple[contextlib.AbstractContextManager[Any], InProcess]] = {}
+
+        def open_session(system: System) -> None:
+            self.progress(f"{system.name}: (b) callers in the leader's process")
+            manager = system.inprocess()
+            session = manager.__enter__()
+            if session is None:
+                manager.__exit__(None, None, None)
+                self.progress(f"{system.name}: (b): no in-process path")
+                return
+            sessions[system] = (manager, session)
+            session(max(s.clients), s.warmup_seconds)  # warm-up, not counted
+
+        try:
+            self._each(open_session)
+            for _ in range(s.rounds):
+                for clients in s.clients:
+
+                    def call(system: System, c: int = clients) -> None:
+                        if system in sessions:
+                            figures = sessions[system][1](c, s.seconds)
+                            self._sample(system.column, f"write_b/{c}", figures)
+                            who = plural(c, "caller")
+                            self.progress(
+                                f"{system.name}: writes (b) in-process, {who}: {show(figures)}"
+                            )
+
+                    self._each(call)
+        finally:
+            for system, (manager, _) in sessions.items():
+                try:
+                    manager.__exit__(None, None, None)
+                except Exception as exc:
+                    self._fail(system, exc)
+
+    def _keep_medians(self) -> None:
+        for (column, key), found in self.samples.items():
+            self.results.put_figures(column, key, combine(found))
+        self.results.samples = {
+            f"{column}|{key}": [f.to_json() for f in found]
+            for (column, key), found in self.samples.items()
+        }
 
     def _failover(self) -> None:
-        times = failover_times(self.system, self.settings.kills, self.progress)
-        self.results.put(self.system.column, "failover/median", statistics.median(times))
-        self.results.put(self.system.column, "failover/max", max(times))
+        times: dict[System, list[float]] = {}
+        kills = self.settings.kills
+        for k in range(kills):
 
-    def _memory(self) -> None:
+            def kill(system: System, k: int = k) -> None:
+                ms = one_failover(system)
+                times.setdefault(system, []).append(ms)
+                self.progress(f"{system.name}: failover {k + 1}/{kills}: first write {ms:,.0f} ms")
+
+            self._each(kill)
+        self._each(lambda system: system.wait_healthy())
+        for system, found in times.items():
+            if system in self.active:
+                self.results.put(system.column, "failover/median", statistics.median(found))
+                self.results.put(system.column, "failover/max", max(found))
+
+    def _memory(self, system: System) -> None:
         s = self.settings
-        self.step(f"loading {s.keys:,} keys of {s.value_bytes} B")
-        retried = load_keys(self.system, s.keys, s.value_bytes)
+        self.progress(f"{system.name}: loading {s.keys:,} keys of {s.value_bytes} B")
+        retried = load_keys(system, s.keys, s.value_bytes)
         if retried:
-            self.step(f"{retried} refused load requests retried")
-        self.system.wait_healthy()
-        rss = largest_rss_mb(self.system)
-        self.results.put(self.system.column, "rss/keys", rss)
-        self.step(f"RSS with {s.keys:,} keys: {rss:.1f} MiB")
+            self.progress(f"{system.name}: {retried} refused load requests retried")
+        system.wait_healthy()
+        rss = largest_rss_mb(system)
+        self.results.put(system.column, "rss/keys", rss)
+        self.progress(f"{system.name}: RSS with {s.keys:,} keys: {rss:.1f} MiB")
 
-    def _five_nodes(self) -> None:
+    def _top_load(self, system: System, members: int) -> tuple[ClientPath, Figures]:
         s = self.settings
         top = max(s.clients)
-        self.step("starting 5 members")
+        self.progress(f"{system.name}: starting {members} members")
         try:
-            self.system.start(5)
-            path = self.system.paths()[0]
-            measure(self.system, path, "write", top, s.warmup_seconds)
-            figures = measure(self.system, path, "write", top, s.seconds)
+            system.start(members)
+            path = system.paths()[0]
+            measure(system, path, "write", top, s.warmup_seconds)
+            figures = measure(system, path, "write", top, s.seconds)
         finally:
-            self.system.stop()
-        self.results.put(self.system.column, "five/rate", figures.rate)
-        three = self.results.get(path.column, f"write_a/{top}/rate")
-        if three:
-            self.results.put(self.system.column, "five/ratio", figures.rate / three)
-        self.step(f"5 members, {path.label}, {plural(top, 'client')}: {_show(figures)}")
+            system.stop()
+        who = plural(top, "client")
+        self.progress(f"{system.name}: {members} members, {path.label}, {who}: {show(figures)}")
+        return path, figures
+
+    def _five_against_three(self, system: System) -> None:
+        _, three = self._top_load(system, 3)
+        _, five = self._top_load(system, 5)
+        self.results.put(system.column, "five/three_rate", three.rate)
+        self.results.put(system.column, "five/rate", five.rate)
+        self.results.put(system.column, "five/ratio", five.rate / three.rate)

@@ -64,3 +64,19 @@ def median(values: list[float]) -> float:
         return math.nan
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def combine(rounds: list[Figures]) -> Figures:
+    """One figure from several rounds of the same measurement: the median of each of rate,
+    p50 and p99; counts, errors, time and client CPU added up."""
+    if len(rounds) == 1:
+        return rounds[0]
+    return Figures(
+        rate=median([f.rate for f in rounds]),
+        p50_ms=median([f.p50_ms for f in rounds]),
+        p99_ms=median([f.p99_ms for f in rounds]),
+        count=sum(f.count for f in rounds),
+        errors=sum(f.errors for f in rounds),
+        seconds=sum(f.seconds for f in rounds),
+        client_cpu_s=sum(f.client_cpu_s for f in rounds),
+    )

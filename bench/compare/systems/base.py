@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import random
 import subprocess
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from ..httpwire import Target
 from ..stats import Figures
 
 Progress = Callable[[str], None]
+InProcess = Callable[[int, float], Figures]
+"""Measure (b): ``measure(callers, seconds)``."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,9 @@ class System(abc.ABC):
         """The HTTP path that loads many keys per request (``payloads.bulk_request``)."""
 
     @abc.abstractmethod
-    def inprocess(self, runs: list[tuple[int, float]]) -> list[Figures] | None:
-        """(b): for each (callers, seconds), calls made inside the leader's process;
-        None when the system has no such path."""
+    def inprocess(self) -> contextlib.AbstractContextManager[InProcess | None]:
+        """(b): a session in which ``measure(callers, seconds)`` runs callers inside the
+        leader's process (None when the system has no such path)."""
 
     @abc.abstractmethod
     def kill(self, i: int) -> None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 from .. import procs
-from ..stats import Figures
-from .base import ClientPath, ProcessSystem, random_loopback_base
+from .base import ClientPath, InProcess, ProcessSystem, random_loopback_base
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
@@ -124,5 +125,6 @@ class EtcdSystem(ProcessSystem):
     def bulk_path(self) -> ClientPath:
         return self.paths()[-1]
 
-    def inprocess(self, runs: list[tuple[int, float]]) -> list[Figures] | None:
-        return None  # a Go server: no in-process path for a Python caller
+    @contextlib.contextmanager
+    def inprocess(self) -> Iterator[InProcess | None]:
+        yield None  # a Go server: no in-process path for a Python caller

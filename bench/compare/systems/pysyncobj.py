@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 from .. import procs
 from ..stats import Figures
-from .base import ClientPath, ProcessSystem, random_loopback_base
+from .base import ClientPath, InProcess, ProcessSystem, random_loopback_base
 
 RAFT_PORT = 7300
 HTTP_PORT = 7301
@@ -99,19 +101,20 @@ class PysyncobjSystem(ProcessSystem):
     def bulk_path(self) -> ClientPath:
         return self.paths()[0]
 
-    def inprocess(self, runs: list[tuple[int, float]]) -> list[Figures] | None:
+    @contextlib.contextmanager
+    def inprocess(self) -> Iterator[InProcess | None]:
         leader = self.leader_index()
         if leader is None:
             self.wait_healthy()
             leader = self.leader_index()
-        assert leader is not None
-        results = []
-        for clients, seconds in runs:
-            response = httpx.post(
-                self._url(leader, "/bench/inproc"),
-                json={"clients": clients, "seconds": seconds},
-                timeout=seconds + 60,
-            )
+        if leader is None:
+            raise RuntimeError("pysyncobj: no leader for the in-process callers")
+        url = self._url(leader, "/bench/inproc")
+
+        def measure(clients: int, seconds: float) -> Figures:
+            body = {"clients": clients, "seconds": seconds}
+            response = httpx.post(url, json=body, timeout=seconds + 60)
             response.raise_for_status()
-            results.append(Figures.from_json(response.json()["figures"]))
-        return results
+            return Figures.from_json(response.json()["figures"])
+
+        yield measure

@@ -6,13 +6,14 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Iterator
 
 import tsconsensus
 from tsconsensus.testing import LocalCluster
 
 from .. import procs
 from ..stats import Figures
-from .base import ClientPath, System, random_loopback_base
+from .base import ClientPath, InProcess, System, random_loopback_base
 
 
 class TsconsensusSystem(System):
@@ -63,7 +64,7 @@ class TsconsensusSystem(System):
         self._cluster().wait_ready(timeout)
 
     def paths(self) -> list[ClientPath]:
-        port = self._cluster().ports.command
+        port = tsconsensus.PortsConfig().command  # LocalCluster's default ports
         return [ClientPath(self.column, "command port", "http", "tsc", port)]
 
     def failover_path(self) -> ClientPath:
@@ -85,10 +86,11 @@ class TsconsensusSystem(System):
         found = [cluster.pid(i) for i in range(cluster.size) if cluster.running(i)]
         return [pid for pid in found if pid is not None]
 
-    def inprocess(self, runs: list[tuple[int, float]]) -> list[Figures] | None:
+    @contextlib.contextmanager
+    def inprocess(self) -> Iterator[InProcess | None]:
         """The leader's ``tsc node start`` process is replaced, on the same config and state,
         by one that also runs the callers (:mod:`..tsc_inproc`); leadership is moved back to
-        it before measuring, and the ordinary process is started again afterwards."""
+        it, and the ordinary process is started again when the session ends."""
         cluster = self._cluster()
         i = cluster.wait_for_leader(timeout=30)
         cluster.stop_node(i)  # SIGTERM: the node hands leadership over and exits
@@ -102,12 +104,15 @@ class TsconsensusSystem(System):
             node_id = str(procs.receive(harness, 60, log)["ready"])
             cluster.wait_ready(60)
             self._lead(i, node_id)
-            results = []
-            for clients, seconds in runs:
+
+            def measure(clients: int, seconds: float) -> Figures:
+                if self.leader_index() != i:
+                    self._lead(i, node_id)
                 procs.send(harness, {"clients": clients, "seconds": seconds})
                 answer = procs.receive(harness, seconds + 120, log)
-                results.append(Figures.from_json(answer["figures"]))
-            return results
+                return Figures.from_json(answer["figures"])
+
+            yield measure
         finally:
             if harness.stdin is not None:
                 with contextlib.suppress(OSError):
@@ -115,8 +120,9 @@ class TsconsensusSystem(System):
             with contextlib.suppress(Exception):
                 harness.wait(30)
             procs.stop(harness)
-            cluster.start_node(i)
-            cluster.wait_ready(60)
+            if self.cluster is cluster:  # still running (not stopped after a failure)
+                cluster.start_node(i)
+                cluster.wait_ready(60)
 
     def _lead(self, i: int, node_id: str, timeout: float = 60.0) -> None:
         """Move leadership to member ``i`` (its id ``node_id``)."""
