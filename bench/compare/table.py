@@ -79,13 +79,16 @@ def render(results: Results) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     out = ["\n".join(lines), ""]
     out.append(
+        "All systems' 3-member clusters run at once and each figure is taken on every system "
+        "in turn (an idle member costs about 1% of a core). "
         "(a): N clients in a separate process, one connection each, one request at a time, "
         "spread over the members with the first on the leader; (b): N threads calling the "
         "blocking API inside the leader's process, its ratio against etcd's (a) figure at "
         "the same N. Ratios are system / etcd (above 1: more commands/s, or more ms, MiB). "
         "Failover: the leader SIGKILLed, then a write every 20 ms through the survivors until "
         f"one succeeds. RSS: VmRSS of the largest member; keys loaded {KEYS_PER_REQUEST} per "
-        "request (a tsconsensus `set` of many keys, an etcd txn, one pysyncobj call)."
+        "request (a tsconsensus `set` of many keys, an etcd txn, one pysyncobj call). 5 members: "
+        "one system at a time, against a 3-member cluster measured just before it."
     )
     out += [f"- {note}" for note in results.notes]
     for column, errors in results.errors.items():
