@@ -1,6 +1,6 @@
 """tsconsensus, etcd and pysyncobj side by side, measured in one run on this machine.
 
-    .venv/bin/python -m bench.compare [--quick] [--clients 1 16 64] [--seconds 5] [--rounds 1]
+    .venv/bin/python -m bench.compare [--quick] [--clients 1 16 64] [--seconds 5] [--rounds 3]
         [--kills 10] [--keys 100000] [--systems tsconsensus,etcd,pysyncobj]
         [--chart bench-compare.png] [--json FILE]
 

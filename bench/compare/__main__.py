@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a tiny run (0.3 s per figure, clients 1 and 4, 1 kill, 2,000 keys) to check "
+        help="a tiny run (0.3 s per figure, 1 round, clients 1 and 4, 1 kill, 2,000 keys) to check "
         "that everything works; explicit options still win",
     )
     parser.add_argument("--clients", type=int, nargs="+", help="client counts (1 16 64)")
@@ -78,7 +78,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         read_clients=sorted({clients[0], clients[-1]}),
         seconds=args.seconds or (0.3 if quick else 5.0),
         warmup_seconds=0.1 if quick else 1.0,
-        rounds=max(1, args.rounds),
+        rounds=max(1, args.rounds or (1 if quick else 3)),
         kills=args.kills or (1 if quick else 10),
         keys=args.keys or (2_000 if quick else 100_000),
         value_bytes=args.value_bytes,
