@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--clients", type=int, nargs="+", help="client counts (1 16 64)")
     parser.add_argument("--seconds", type=float, help="length of each load figure (5)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the load series; medians (1)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds of the load series; figures are medians (3)"
+    )
     parser.add_argument("--kills", type=int, help="leader kills for failover (10)")
     parser.add_argument("--keys", type=int, help="keys loaded for the memory figure (100000)")
     parser.add_argument("--value-bytes", type=int, default=256, help="their value size (256)")
