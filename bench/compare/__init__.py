@@ -10,7 +10,8 @@
 Each system runs as 3 member processes on loopback addresses (127.x), state on the same disk,
 with its own defaults; the clusters of all systems run at once and every measurement is taken
 on each system in turn, so that the shared machine's changing load falls on all alike; then 5
-members against 3, one system at a time. Modules, one concern each:
+members against 3, one system at a time, both clusters up and measured in alternation.
+Modules, one concern each:
 
 - ``systems/``: one adapter per system (start, stop, leader, kill, restart, client paths);
   ``pysyncobj_node`` and ``tsc_inproc`` are the member programs the adapters start;

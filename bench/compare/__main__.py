@@ -114,21 +114,21 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="tsc-compare-", dir=args.dir))
     progress(f"state and logs in {workdir}")
-    systems: list[System] = []
-    for name in args.systems.split(","):
-        system = SYSTEMS[name](workdir, progress)
-        reason = system.missing()
-        if reason is not None:
-            progress(f"{name}: {reason}")
-            results.notes.append(f"{name}: {reason}")
-            continue
-        systems.append(system)
-        for path in system.paths():
-            results.add_column(path.column)
-        results.add_column(system.column)
-        results.notes.append(system.notes())
-    run = Run(systems, settings, results, progress)
     try:
+        systems: list[System] = []
+        for name in args.systems.split(","):
+            system = SYSTEMS[name](workdir, progress)
+            reason = system.missing()
+            if reason is not None:
+                progress(f"{name}: {reason}")
+                results.notes.append(f"{name}: {reason}")
+                continue
+            systems.append(system)
+            for path in system.paths():
+                results.add_column(path.column)
+            results.add_column(system.column)
+            results.notes.append(system.notes())
+        run = Run(systems, settings, results, progress)
         run.run()
     finally:
         if not args.keep:

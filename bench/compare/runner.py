@@ -5,8 +5,8 @@ system in turn (all systems at 1 client, then all at 16, ...; one leader kill on
 the next), so that a change in the shared machine's load during the run falls on every system
 alike instead of on whichever was being measured then. ``rounds`` repeats the load series and
 each figure is the median of its rounds. A system that fails is stopped and reported; the
-others go on. The 5-member comparison runs last, one system at a time, each against a
-3-member figure taken just before it.
+others go on. The 5-member comparison runs last, one system at a time: a fresh 5-member and
+a fresh 3-member cluster of it side by side, measured in alternation.
 """
 
 from __future__ import annotations
@@ -220,24 +220,31 @@ class Run:
         self.results.put(system.column, "rss/keys", rss)
         self.progress(f"{system.name}: RSS with {s.keys:,} keys: {rss:.1f} MiB")
 
-    def _top_load(self, system: System, members: int) -> tuple[ClientPath, Figures]:
+    def _five_against_three(self, system: System) -> None:
+        """A fresh 3-member and a fresh 5-member cluster of one system, both running, measured
+        in alternation (``rounds`` times each) at the top client count."""
         s = self.settings
         top = max(s.clients)
-        self.progress(f"{system.name}: starting {members} members")
+        clusters = {3: system.another(), 5: system.another()}
+        found: dict[int, list[Figures]] = {3: [], 5: []}
         try:
-            system.start(members)
-            path = system.paths()[0]
-            measure(system, path, "write", top, s.warmup_seconds)
-            figures = measure(system, path, "write", top, s.seconds)
+            for members, cluster in clusters.items():
+                self.progress(f"{system.name}: starting a fresh cluster of {members} members")
+                cluster.start(members)
+                measure(cluster, cluster.paths()[0], "write", top, s.warmup_seconds)
+            for _ in range(s.rounds):
+                for members, cluster in clusters.items():
+                    path = cluster.paths()[0]
+                    figures = measure(cluster, path, "write", top, s.seconds)
+                    found[members].append(figures)
+                    who = plural(top, "client")
+                    self.progress(
+                        f"{system.name}: {members} members, {path.label}, {who}: {show(figures)}"
+                    )
         finally:
-            system.stop()
-        who = plural(top, "client")
-        self.progress(f"{system.name}: {members} members, {path.label}, {who}: {show(figures)}")
-        return path, figures
-
-    def _five_against_three(self, system: System) -> None:
-        _, three = self._top_load(system, 3)
-        _, five = self._top_load(system, 5)
+            for cluster in clusters.values():
+                cluster.stop()
+        three, five = combine(found[3]), combine(found[5])
         self.results.put(system.column, "five/three_rate", three.rate)
         self.results.put(system.column, "five/rate", five.rate)
         self.results.put(system.column, "five/ratio", five.rate / three.rate)

@@ -88,7 +88,8 @@ def render(results: Results) -> str:
         "Failover: the leader SIGKILLed, then a write every 20 ms through the survivors until "
         f"one succeeds. RSS: VmRSS of the largest member; keys loaded {KEYS_PER_REQUEST} per "
         "request (a tsconsensus `set` of many keys, an etcd txn, one pysyncobj call). 5 members: "
-        "one system at a time, against a 3-member cluster measured just before it."
+        "one system at a time, a fresh 5-member and a fresh 3-member cluster side by side, "
+        "measured in alternation."
     )
     out += [f"- {note}" for note in results.notes]
     for column, errors in results.errors.items():

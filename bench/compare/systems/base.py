@@ -6,6 +6,7 @@ import abc
 import contextlib
 import random
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,14 +53,15 @@ class System(abc.ABC):
         self.workdir = workdir
         self.progress = progress
         self.addresses: list[str] = []
-        self._runs = 0
 
     def fresh_dir(self, nodes: int) -> Path:
         """A new directory (under the tool's work directory) for one cluster's files."""
-        self._runs += 1
-        directory = self.workdir / f"{self.name}-{nodes}nodes-{self._runs}"
-        directory.mkdir(parents=True)
-        return directory
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{self.name}-{nodes}members-", dir=self.workdir))
+
+    def another(self) -> System:
+        """A second adapter of the same system, for a cluster beside this one's."""
+        return type(self)(self.workdir, self.progress)
 
     @abc.abstractmethod
     def missing(self) -> str | None:
