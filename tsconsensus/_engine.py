@@ -274,14 +274,18 @@ class EngineNode:
     # -- the apply thread -------------------------------------------------------------------
 
     def _apply(self, entries: Sequence[Entry]) -> None:
+        batch: list[tuple[str, Outcome]] = []
         for e in entries:
             if e.kind is EntryKind.NORMAL:
                 outcomes = self._applier.apply_entry(e.data, e.index, e.time / 1000.0)
                 if outcomes:
-                    self._resolve(outcomes)
-                    if self._origins:
-                        self._answer_followers(outcomes)
+                    batch.extend(outcomes)
             self._applied = e.index
+        if batch:
+            # once per batch: one lock, one loop wake-up for the forwarded ones
+            self._resolve(batch)
+            if self._origins:
+                self._answer_followers(batch)
 
     def _answer_followers(self, outcomes: list[tuple[str, Outcome]]) -> None:
         results: dict[int, list[tuple[str, Outcome]]] = {}
