@@ -22,7 +22,7 @@ from tsconsensus.testing import LocalCluster
 from .cli import run_cli
 
 Make = Callable[..., LocalCluster]
-TSC = [sys.executable, "-m", "commands"]
+TSC = [sys.executable, "-m", "tsconsensus_cli"]
 
 
 def tsc(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

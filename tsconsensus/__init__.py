@@ -48,7 +48,7 @@ from .errors import (
 )
 from .kv import KeyValueMachine
 from .loader import load_state_machine
-from .runner import build_tailnet, node_address, run_node, start_from_config
+from .runner import LOG_LEVELS, build_tailnet, node_address, run_node, serve, start_from_config
 from .safejson import MAX_DEPTH as MAX_JSON_DEPTH
 from .safejson import loads as parse_json
 from .start import start
@@ -67,6 +67,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "JSON",
+    "LOG_LEVELS",
     "MAX_JSON_DEPTH",
     "Authorizer",
     "Clock",
@@ -117,6 +118,7 @@ __all__ = [
     "node_address",
     "parse_json",
     "run_node",
+    "serve",
     "start",
     "start_from_config",
 ]
