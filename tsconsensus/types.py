@@ -110,6 +110,8 @@ class NodeStatus:
     members: tuple[MemberStatus, ...] = field(default_factory=tuple)
     leader_gap_max_s: float | None = None
     """Longest silence between two messages from the leader, seen by a follower."""
+    snapshot_index: int = 0
+    """The log index this node's latest durable snapshot covers (0: none yet)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``GET /v1/status`` body (DESIGN section 4)."""
@@ -133,6 +135,7 @@ class NodeStatus:
             "applied_index": self.applied_index,
             "has_quorum": self.has_quorum,
             "members": members,
+            "snapshot_index": self.snapshot_index,
             **(
                 {}
                 if self.leader_gap_max_s is None
