@@ -6,7 +6,7 @@ import typer
 
 import tsconsensus as tsc
 
-from . import dev, execute, leader, node, peers, snapshot, status
+from . import dev, doctor, execute, leader, node, peers, snapshot, status
 from .exit_codes import EPILOG
 from .render import emit_line
 
@@ -49,6 +49,7 @@ app.add_typer(snapshot.app, name="snapshot")
 execute.register(app)
 status.register(app)
 peers.register(app)
+doctor.register(app)
 
 
 def main() -> None:

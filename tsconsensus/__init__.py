@@ -27,6 +27,7 @@ from .config import (
     TailnetConfig,
 )
 from .consensus import Consensus
+from .doctor import diagnose
 from .errors import (
     ClusterError,
     CommandError,
@@ -60,6 +61,7 @@ from .types import (
     MemberStatus,
     NodeStatus,
     RaftState,
+    SetupCheck,
     StateMachine,
 )
 
@@ -102,6 +104,7 @@ __all__ = [
     "PortsConfig",
     "RaftConfig",
     "RaftState",
+    "SetupCheck",
     "StateMachine",
     "StateMachineLoadError",
     "StaticPeer",
@@ -114,6 +117,7 @@ __all__ = [
     "TsconsensusError",
     "__version__",
     "build_tailnet",
+    "diagnose",
     "load_state_machine",
     "node_address",
     "parse_json",
