@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import pytest
 
 from tsconsensus.testing import LocalCluster
 
@@ -77,3 +81,21 @@ def converged_hashes(
 def assert_all_equal(hashes: dict[int, tuple[int, str]]) -> None:
     values = set(hashes.values())
     assert len(values) == 1, f"state differs between nodes: {hashes}"
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted on ``path`` with ``options`` (e.g. ``size=2m``, ``ro,size=1m``) for the
+    block, unmounted after; the test is skipped where mounting is not allowed (needs root)."""
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], timeout=30, check=False)

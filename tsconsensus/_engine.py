@@ -412,7 +412,12 @@ class EngineNode:
             has_quorum=view.has_quorum,
             members=tuple(members),
             leader_gap_max_s=view.leader_gap_max_s,
+            snapshot_index=self._snapshot_index(),
         )
+
+    def _snapshot_index(self) -> int:
+        meta = self.driver.storage.snapshot_meta  # one attribute read: any thread
+        return 0 if meta is None else meta.index
 
     # -- membership and leadership ----------------------------------------------------------
 
