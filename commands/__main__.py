@@ -1,3 +1,5 @@
-from commands.app import main
+"""``python -m tsconsensus_cli``: the ``tsc`` CLI without its console script."""
+
+from .app import main
 
 main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,18 +57,32 @@ def exec_command(
     config: Path = ConfigOpt,
     address: str = CommandAddressOpt,
     request_id: str = typer.Option(
-        None, "--request-id", help="Makes retries safe: the same id is never applied twice."
+        None,
+        "--request-id",
+        help="Makes retries safe. A command sent again with the same id (same name and args) "
+        "within the cluster's dedup window (raft.dedup_window_s, 120 s by default) is applied "
+        "at most once and answers with the first outcome; the same id with another command is "
+        "refused. Without it tsc makes up an id and, when the outcome is unknown (exit 5), "
+        "prints the command to retry with it.",
     ),
     timeout: float = timeout_opt(10.0, "Seconds to wait for the commit."),
     as_json: bool = json_opt("the whole response"),
 ) -> None:
     """Execute a command on the cluster: any node forwards it to the leader.
 
+    If no leader confirms it in time the outcome is unknown (exit 5): the error line ends with
+    the same command plus --request-id ID; running that is safe (applied at most once).
     Example: tsc exec --config node1.toml --name set --args '{"k": 1}'
     """
     parsed = parse_args(args)
-    with command_client(config, address, timeout + 5.0) as client:
-        outcome = client.execute(name, parsed, request_id=request_id, timeout=timeout)
+    try:
+        with command_client(config, address, timeout + 5.0) as client:
+            outcome = client.execute(name, parsed, request_id=request_id, timeout=timeout)
+    except tsc.NoLeaderError as exc:
+        rid = exc.request_id or request_id
+        again = "" if rid is None else retry_command(config, address, name, args, parsed, rid)
+        retry = f": retry with: {again}" if again else ""
+        raise fail(f"{exc}; outcome unknown{retry}", exit_codes.NO_LEADER) from None
     if as_json:
         emit_json({"result": outcome.result, "error": outcome.error, "index": outcome.index})
         if outcome.error is not None:
@@ -76,6 +92,27 @@ def exec_command(
         raise fail(f"{name} failed: {outcome.error} (index {outcome.index})", exit_codes.FAILED)
     emit_value(None, outcome.result)
     stderr.print(f"[dim]committed at index {outcome.index}[/]")
+
+
+def retry_command(
+    config: Path | None,
+    address: str | None,
+    name: str,
+    args: str,
+    parsed: Any,
+    request_id: str,
+) -> str:
+    """The ``tsc exec`` command line to run again after an unknown outcome: the same node,
+    name and arguments, with ``--request-id``. Arguments read from standard input are
+    written out (as JSON), so the line runs on its own."""
+    line = ["tsc", "exec"]
+    line += ["--config", str(config)] if config is not None else ["--address", str(address)]
+    line += ["--name", name]
+    if args == "-":
+        args = json.dumps(parsed, ensure_ascii=False)
+    if args != "null":
+        line += ["--args", args]
+    return shlex.join([*line, "--request-id", request_id])
 
 
 def register(app: typer.Typer) -> None:

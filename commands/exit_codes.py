@@ -15,7 +15,8 @@ CONFIG = 3
 UNREACHABLE = 4
 """The node could not be reached."""
 NO_LEADER = 5
-"""No leader confirmed the command in time (its outcome may be unknown)."""
+"""The command's outcome is unknown: no leader confirmed it in time, or the node took the request
+and then closed the connection or did not answer in time. Retrying with its request id is safe."""
 NOT_AUTHORIZED = 6
 """The node refused this client, or this node lacks the cluster tag."""
 
@@ -25,7 +26,11 @@ TABLE = [
     (USAGE, "bad options or arguments (e.g. --args is not JSON)"),
     (CONFIG, "config file missing, unreadable or invalid"),
     (UNREACHABLE, "the node could not be reached"),
-    (NO_LEADER, "no leader confirmed the command in time (outcome unknown: retry with the id)"),
+    (
+        NO_LEADER,
+        "outcome unknown: no leader confirmed the command in time, or the node went silent "
+        "after taking it (retry with the id)",
+    ),
     (NOT_AUTHORIZED, "not authorized (client refused, or node lacks the cluster tag)"),
 ]
 

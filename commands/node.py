@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 
 import typer
 
@@ -19,37 +15,21 @@ from .target import command_client, timeout_opt
 
 app = typer.Typer(help="Run a cluster node.", no_args_is_help=True)
 
-_LEVELS = ("debug", "info", "warning", "error")
-
 
 @app.command("start", epilog=EPILOG)
 @handles_errors
 def start(
     config: Path = typer.Option(..., "--config", "-c", help="The node's TOML config file."),
     log_level: str = typer.Option(
-        "info", "--log-level", help=f"Logging threshold: {', '.join(_LEVELS)}."
+        "info", "--log-level", help=f"Logging threshold: {', '.join(tsc.LOG_LEVELS)}."
     ),
 ) -> None:
-    """Run a node in the foreground until Ctrl-C or SIGTERM, logging to stderr.
+    """Run a node in the foreground until Ctrl-C or SIGTERM, logging to stderr (the same as
+    python -m tsconsensus --config FILE, which needs nothing but the library).
 
     Example: tsc node start --config node1.toml
     """
-    if log_level.lower() not in _LEVELS:
-        raise tsc.ConfigError("--log-level", log_level, f"must be one of {', '.join(_LEVELS)}")
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    cfg = tsc.Config.load(config)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger("tsconsensus").info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    tsc.run_node(cfg, stop)
+    tsc.serve(tsc.Config.load(config), log_level)
 
 
 @app.command("stop", epilog=EPILOG)

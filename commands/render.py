@@ -16,17 +16,25 @@ from rich.text import Text
 
 import tsconsensus as tsc
 
-from . import exit_codes
+from . import exit_codes, talking_to
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+screen = Console(highlight=False)
+"""The ``--watch`` dashboard's console: stdout, every line cut to the terminal's width."""
 
 
 def emit_json(data: Any) -> None:
     """Machine-readable output: plain JSON on stdout, nothing else."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def emit_json_line(data: Any) -> None:
+    """One JSON object on one line of stdout (``--watch --json``: one per refresh)."""
+    sys.stdout.write(json.dumps(data, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
 
@@ -53,8 +61,10 @@ def emit_line(text: str, style: str | None = None) -> None:
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    """Print one red line on stderr and return the Exit to raise."""
-    stderr.print(Text.assemble(("error: ", "bold red"), (message, "red")))
+    """Print one red line on stderr, naming the node and address the command talked to (see
+    :mod:`.talking_to`), and return the Exit to raise."""
+    line = talking_to.with_node(message)
+    stderr.print(Text.assemble(("error: ", "bold red"), (line, "red")))
     return typer.Exit(code)
 
 
@@ -63,6 +73,7 @@ def handles_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        talking_to.reset()
         try:
             return func(*args, **kwargs)
         except tsc.TsconsensusError as exc:

@@ -1,165 +1,131 @@
-"""``tsc status``: the whole cluster at a glance, asked of every member at once."""
+"""``tsc status``: the whole cluster at a glance, asked of every member at once; with
+``--watch``, a live dashboard (or one JSON object per refresh with ``--json``)."""
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import typer
+from rich.console import Group, RenderableType
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 import tsconsensus as tsc
 
-from . import exit_codes
+from . import exit_codes, talking_to
+from .dashboard import dashboard, members_table, title
 from .exit_codes import EPILOG
-from .render import emit_json, handles_errors, stdout
+from .gather import gather
+from .render import emit_json, emit_json_line, handles_errors, screen, stdout
 from .target import ConfigOpt, MonitorAddressOpt, json_opt, resolve_monitor, timeout_opt
+from .watch_model import Event, Watch
 
-
-def gather(first: str, source: str | None, monitor_port: int, timeout: float) -> dict[str, Any]:
-    """Ask the first node for the members, then every member's monitor port concurrently.
-
-    Returns ``{"leader", "term", "has_quorum", "healthy", "nodes": [...]}``; an unreachable
-    member is a node with ``reachable: false`` and its ``error``, never an exception.
-    """
-    with tsc.NodeClient(first, timeout=timeout, source_address=source) as client:
-        seed = client.status()
-    ids = [m["id"] for m in seed["members"]]
-    hosts = {m["id"]: m.get("address") or _host(m["id"]) for m in seed["members"]}
-
-    def ask(node_id: str) -> dict[str, Any]:
-        try:
-            address = str(tsc.NodeAddress(hosts[node_id], monitor_port))
-            with tsc.NodeClient(address, timeout=timeout, source_address=source) as c:
-                return {"id": node_id, "reachable": True, "status": c.status()}
-        except tsc.TsconsensusError as exc:
-            return {"id": node_id, "reachable": False, "error": str(exc)}
-
-    with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:
-        answers = list(pool.map(ask, ids))
-    statuses = {a["id"]: a["status"] for a in answers if a["reachable"]}
-    leaders = sorted({s["node_id"] for s in statuses.values() if s["state"] == "leader"})
-    leader_status = statuses.get(leaders[0]) if len(leaders) == 1 else None
-    leader_view = {m["id"]: m for m in (leader_status or {}).get("members", [])}
-    leader_commit = leader_status["commit_index"] if leader_status else None
-    nodes = []
-    for answer in answers:
-        node_id = answer["id"]
-        row: dict[str, Any] = {"id": node_id, "address": hosts[node_id]}
-        if not answer["reachable"]:
-            row.update(reachable=False, error=answer["error"])
-        else:
-            s = answer["status"]
-            seen = leader_view.get(node_id, {})
-            row.update(
-                reachable=True,
-                state=s["state"],
-                leader=s["state"] == "leader",
-                term=s["term"],
-                commit_index=s["commit_index"],
-                applied_index=s["applied_index"],
-                lag=None if leader_commit is None else max(0, leader_commit - s["applied_index"]),
-                connected=True if node_id in leaders else seen.get("connected"),
-                last_contact_s=None if node_id in leaders else seen.get("last_contact_s"),
-            )
-        nodes.append(row)
-    quorum = sum(1 for n in nodes if n.get("reachable")) > len(nodes) / 2
-    healthy = len(leaders) == 1 and quorum and bool(leader_status and leader_status["has_quorum"])
-    return {
-        "leader": leaders[0] if len(leaders) == 1 else None,
-        "leaders": leaders,
-        "term": max((s["term"] for s in statuses.values()), default=None),
-        "has_quorum": quorum,
-        "healthy": healthy,
-        "nodes": nodes,
-    }
-
-
-def _host(node_id: str) -> str:
-    try:
-        return tsc.NodeAddress.parse(node_id).host
-    except tsc.InvalidAddressError:
-        return node_id  # shown as the node reported it
-
-
-def _cell(value: Any, suffix: str = "") -> str:
-    return "-" if value is None else f"{value}{suffix}"
-
-
-def render(view: dict[str, Any]) -> Table:
-    title = (
-        f"leader {view['leader']}  term {view['term']}"
-        if view["leader"]
-        else f"NO SINGLE LEADER ({', '.join(view['leaders']) or 'none'})"
-    )
-    table = Table(
-        title=title, header_style="bold", title_style="green" if view["healthy"] else "bold red"
-    )
-    table.add_column("node", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    for column in ("term", "commit", "applied", "lag", "conn", "contact"):
-        table.add_column(column, no_wrap=True, justify="right")
-    for n in view["nodes"]:
-        if not n["reachable"]:
-            table.add_row(n["id"], Text("unreachable", style="red"), "", "", "", "", "", "")
-            continue
-        state = Text("★ leader", style="bold green") if n["leader"] else Text(n["state"])
-        connected = n["connected"]
-        table.add_row(
-            n["id"],
-            state,
-            str(n["term"]),
-            str(n["commit_index"]),
-            str(n["applied_index"]),
-            _cell(n["lag"]),
-            "-" if connected is None else ("yes" if connected else Text("no", style="red")),
-            _cell(n["last_contact_s"], "s"),
-        )
-    return table
+MAX_EVENTS = 10
 
 
 @handles_errors
 def status_command(
     config: Path = ConfigOpt,
     address: str = MonitorAddressOpt,
-    as_json: bool = json_opt("the cluster's state"),
-    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place until Ctrl-C."),
-    interval: float = typer.Option(1.0, "--interval", help="Seconds between --watch refreshes."),
+    as_json: bool = json_opt("the cluster's state (with --watch: one object per line and refresh)"),
+    watch: bool = typer.Option(
+        False,
+        "--watch",
+        "-w",
+        help="A live dashboard until Ctrl-C: members, commands/s and p99 latency, commit rate, "
+        "time since the leader changed, recent events (elections, joins, removals, snapshots).",
+    ),
+    interval: float = typer.Option(
+        1.0, "--interval", min=0.1, help="Seconds between --watch refreshes."
+    ),
+    window: float = typer.Option(
+        5.0, "--window", min=1.0, help="Seconds over which --watch computes rates and p99."
+    ),
     timeout: float = timeout_opt(2.0, "Seconds to wait for each node."),
 ) -> None:
     """Show every member: state, term, commit and applied index, lag behind the leader,
     connected, last contact. Unreachable members are shown as such.
 
-    Exit code 0 when the cluster has one leader and a quorum, 1 otherwise.
+    Exit code 0 when the cluster has one leader and a quorum, 1 otherwise (with --watch: 0 on
+    Ctrl-C). With --watch, a member that stops answering, the one asked first included, does not
+    stop the dashboard: it asks the others.
     Example: tsc status --config node1.toml --watch
     """
     first, source, monitor_port = resolve_monitor(config, address)
     if watch:
-        with Live(
-            render(gather(first, source, monitor_port, timeout)), console=stdout, auto_refresh=False
-        ) as live:
-            try:
-                while True:
-                    time.sleep(interval)
-                    try:
-                        live.update(
-                            render(gather(first, source, monitor_port, timeout)), refresh=True
-                        )
-                    except tsc.TsconsensusError as exc:
-                        live.update(Text(f"{first}: {exc}", style="red"), refresh=True)
-            except KeyboardInterrupt:
-                return
-    view = gather(first, source, monitor_port, timeout)
+        _watch(first, source, monitor_port, timeout, interval, window, as_json)
+        return
+    view = gather([first], source, monitor_port, timeout)
     if as_json:
         emit_json(view)
     else:
-        stdout.print(render(view))
+        stdout.print(Group(title(view), members_table(view)))
     if not view["healthy"]:
         raise typer.Exit(exit_codes.FAILED)
+
+
+def _watch(
+    first: str,
+    source: str | None,
+    monitor_port: int,
+    timeout: float,
+    interval: float,
+    window: float,
+    as_json: bool,
+) -> None:
+    model = Watch(window_s=window)
+    node = talking_to.current().node
+    asked = f"{node} ({first})" if node else first
+
+    def poll() -> list[Event]:
+        known = [n["monitor"] for n in (model.view or {"nodes": []})["nodes"]]
+        try:
+            view = gather([first, *known], source, monitor_port, timeout, with_metrics=True)
+        except tsc.TsconsensusError as exc:
+            return model.failed(str(exc), time.monotonic(), time.time())
+        return model.feed(view, time.monotonic(), time.time())
+
+    def frame() -> RenderableType:
+        members = len(model.view["nodes"]) if model.view else 0
+        return dashboard(
+            model,
+            asked=asked,
+            interval=interval,
+            now=time.monotonic(),
+            wall=time.time(),
+            events=max(3, min(MAX_EVENTS, screen.height - members - 11)),
+        )
+
+    def ticks() -> Iterator[None]:
+        due = time.monotonic()
+        while True:
+            yield
+            due += interval
+            time.sleep(max(0.0, due - time.monotonic()))
+
+    try:
+        if as_json:
+            for _ in ticks():
+                events = poll()
+                emit_json_line(model.to_json(events, time.monotonic(), time.time()))
+        elif not screen.is_terminal:  # piped: one frame after another
+            for _ in ticks():
+                poll()
+                screen.print(frame())
+        else:
+            with Live(
+                console=screen,
+                screen=True,
+                auto_refresh=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            ) as live:
+                for _ in ticks():
+                    poll()
+                    live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
+        return
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,8 @@ import typer
 
 import tsconsensus as tsc
 
+from . import talking_to
+
 CONFIG_HELP = (
     "The node's TOML config; tsc then talks to that node, as that node (in userspace mode "
     "through its admin socket, STATE_DIR/admin.sock)."
@@ -34,20 +36,30 @@ def timeout_opt(default: float, help_text: str) -> Any:
 
 
 def _resolve(config: Path | None, address: str | None, port_of: str) -> tuple[str, str | None]:
+    """(``host:port`` to talk to, source address to connect from), recorded in
+    :mod:`.talking_to` so that an error line names the node and the address."""
     if config is not None and address is not None:
         raise tsc.ConfigError("--address", address, "give either --config or --address, not both")
     if address is not None:
         url = address.startswith(("http://", "https://"))
         bare = address.split("://", 1)[1].rstrip("/") if url else address
-        return str(tsc.NodeAddress.parse(bare)), None
+        target = str(tsc.NodeAddress.parse(bare))
+        talking_to.talking_to(None, target)
+        return target, None
     if config is None:
         raise tsc.ConfigError("--config", None, "is required (or give --address host:port)")
+    talking_to.talking_to(str(config), None)  # a bad key is named with the file it is in
     cfg = tsc.Config.load(config)
     admin = tsc.admin_endpoint(cfg)  # userspace mode: the node's admin socket, not TCP
     if admin is not None:
+        talking_to.talking_to(config.stem, admin)
         return admin, None
-    host = tsc.node_address(cfg)
-    return str(tsc.NodeAddress(host, getattr(cfg.ports, port_of))), host
+    if cfg.tailnet.backend != "static":
+        talking_to.talking_to(str(config), f"tailscaled at {cfg.tailnet.socket_path}")
+    me = tsc.build_tailnet(cfg).self_peer()
+    target = str(tsc.NodeAddress(me.address, getattr(cfg.ports, port_of)))
+    talking_to.talking_to(me.hostname or config.stem, target)
+    return target, me.address
 
 
 def command_client(config: Path | None, address: str | None, timeout: float) -> tsc.NodeClient:

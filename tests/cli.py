@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from typer.testing import CliRunner
 
-from commands.app import app
+from tsconsensus_cli.app import app
 
 
 @dataclass

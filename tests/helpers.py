@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import pytest
 
 from tsconsensus.testing import LocalCluster
 
@@ -92,10 +95,28 @@ def free_port(host: str = "127.0.0.1") -> int:
 def tsc_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``tsc ARGS`` as a separate process (this interpreter), its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "commands", *args],
+        [sys.executable, "-m", "tsconsensus_cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
         env=env,
     )
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted on ``path`` with ``options`` (e.g. ``size=2m``, ``ro,size=1m``) for the
+    block, unmounted after; the test is skipped where mounting is not allowed (needs root)."""
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], timeout=30, check=False)

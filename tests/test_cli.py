@@ -12,9 +12,9 @@ from typing import Any
 
 import typer
 
-from commands import exit_codes
-from commands.app import app
 from tsconsensus.testing import LocalCluster
+from tsconsensus_cli import exit_codes
+from tsconsensus_cli.app import app
 
 from .cli import run_cli
 from .conftest import unique_loopback_base
@@ -75,7 +75,7 @@ def test_every_command_and_option_has_help_text() -> None:
 
 
 def test_the_real_tsc_binary_against_a_real_cluster(tmp_path: Path) -> None:
-    tsc = [sys.executable, "-m", "commands"]
+    tsc = [sys.executable, "-m", "tsconsensus_cli"]
     directory = tmp_path / "dev"
     base = unique_loopback_base()
     env = dict(os.environ)
@@ -123,7 +123,7 @@ def test_readme_documents_every_exit_code() -> None:
 
 
 def test_dev_cluster_on_an_emulated_tailnet_reacts_to_tags(tmp_path: Path) -> None:
-    tsc = [sys.executable, "-m", "commands"]
+    tsc = [sys.executable, "-m", "tsconsensus_cli"]
     directory = tmp_path / "dev"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from commands import exit_codes
 from tsconsensus.testing import LocalCluster
+from tsconsensus_cli import exit_codes
 
 from .cli import run_cli
 from .helpers import assert_all_equal, converged_hashes, http

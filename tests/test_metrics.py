@@ -3,9 +3,12 @@ test_hostile_input.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from tsconsensus import NodeStatus, RaftState
+from tsconsensus.client import parse_metrics
 from tsconsensus.metrics import MAX_LABEL_CHARS, MAX_NAMES, Metrics, label_value
 
 
@@ -63,3 +66,18 @@ def test_distinct_names_are_capped_and_the_rest_counted_as_other() -> None:
 def test_label_value_cuts_long_names() -> None:
     assert label_value("a" * 10) == "a" * 10
     assert label_value("a" * 100) == "a" * (MAX_LABEL_CHARS - 3) + "..."
+
+
+def test_the_client_reads_the_page_back_sample_by_sample() -> None:
+    metrics = Metrics()
+    metrics.command_done("a b", 0.003, failed=False, forwarded=False)
+    metrics.command_done('odd "name"', 0.2, failed=True, forwarded=True)
+    page = metrics.render(dataclasses.replace(_status(), snapshot_index=7))
+    samples = parse_metrics(page + "# a comment\nnot a sample line\n")
+    assert samples["tsc_raft_snapshot_index"] == 7
+    assert samples['tsc_commands_total{name="a b"}'] == 1
+    assert samples['tsc_commands_failed_total{name="odd \\"name\\""}'] == 1
+    assert samples['tsc_execute_latency_seconds_bucket{le="0.005"}'] == 1
+    assert samples['tsc_execute_latency_seconds_bucket{le="+Inf"}'] == 2
+    assert samples["tsc_commands_forwarded_total"] == 1
+    assert "not a sample" not in " ".join(samples)

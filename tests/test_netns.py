@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from commands import exit_codes
+from tsconsensus_cli import exit_codes
 
 from .conftest import FAST_RAFT
 from .netns import Hosts, netns_available

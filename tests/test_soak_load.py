@@ -62,5 +62,6 @@ def test_a_short_burst_of_64_clients_causes_no_election(make_cluster: Make) -> N
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(600)  # five minutes of load, plus start and checks
 def test_five_minutes_of_64_clients_cause_no_election(make_cluster: Make) -> None:
     _no_election_under_load(make_cluster, 300.0)

@@ -22,6 +22,7 @@ from tsconsensus.raft.messages import HardState
 from tsconsensus.raft.storage import FileStorage
 from tsconsensus.raft.wal_records import scan_segment
 
+from .helpers import tmpfs
 from .test_storage import SMALL, entry, fill, segment_names, snap
 
 # -- disk errors ----------------------------------------------------------------------------
@@ -131,18 +132,8 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs (needs root and mount permission), unmounted afterwards."""
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
+    with tmpfs(mnt, "size=2m"):
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], timeout=30, check=False)
 
 
 def test_real_full_disk_then_space_returns(small_tmpfs: Path) -> None:

@@ -27,6 +27,7 @@ from .config import (
     TailnetConfig,
 )
 from .consensus import Consensus
+from .doctor import diagnose
 from .errors import (
     ClusterError,
     CommandError,
@@ -49,7 +50,15 @@ from .errors import (
 from .kv import KeyValueMachine
 from .loader import load_state_machine
 from .managed_tailscaled import ManagedTailscaled
-from .runner import admin_endpoint, build_tailnet, node_address, run_node, start_from_config
+from .runner import (
+    LOG_LEVELS,
+    admin_endpoint,
+    build_tailnet,
+    node_address,
+    run_node,
+    serve,
+    start_from_config,
+)
 from .safejson import MAX_DEPTH as MAX_JSON_DEPTH
 from .safejson import loads as parse_json
 from .start import start
@@ -61,6 +70,7 @@ from .types import (
     MemberStatus,
     NodeStatus,
     RaftState,
+    SetupCheck,
     StateMachine,
 )
 
@@ -68,6 +78,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "JSON",
+    "LOG_LEVELS",
     "MAX_JSON_DEPTH",
     "Authorizer",
     "Clock",
@@ -103,6 +114,7 @@ __all__ = [
     "PortsConfig",
     "RaftConfig",
     "RaftState",
+    "SetupCheck",
     "StateMachine",
     "StateMachineLoadError",
     "StaticPeer",
@@ -116,10 +128,12 @@ __all__ = [
     "__version__",
     "admin_endpoint",
     "build_tailnet",
+    "diagnose",
     "load_state_machine",
     "node_address",
     "parse_json",
     "run_node",
+    "serve",
     "start",
     "start_from_config",
 ]

@@ -274,14 +274,18 @@ class EngineNode:
     # -- the apply thread -------------------------------------------------------------------
 
     def _apply(self, entries: Sequence[Entry]) -> None:
+        batch: list[tuple[str, Outcome]] = []
         for e in entries:
             if e.kind is EntryKind.NORMAL:
                 outcomes = self._applier.apply_entry(e.data, e.index, e.time / 1000.0)
                 if outcomes:
-                    self._resolve(outcomes)
-                    if self._origins:
-                        self._answer_followers(outcomes)
+                    batch.extend(outcomes)
             self._applied = e.index
+        if batch:
+            # once per batch: one lock, one loop wake-up for the forwarded ones
+            self._resolve(batch)
+            if self._origins:
+                self._answer_followers(batch)
 
     def _answer_followers(self, outcomes: list[tuple[str, Outcome]]) -> None:
         results: dict[int, list[tuple[str, Outcome]]] = {}
@@ -408,7 +412,12 @@ class EngineNode:
             has_quorum=view.has_quorum,
             members=tuple(members),
             leader_gap_max_s=view.leader_gap_max_s,
+            snapshot_index=self._snapshot_index(),
         )
+
+    def _snapshot_index(self) -> int:
+        meta = self.driver.storage.snapshot_meta  # one attribute read: any thread
+        return 0 if meta is None else meta.index
 
     # -- membership and leadership ----------------------------------------------------------
 

@@ -16,10 +16,12 @@ import itertools
 import logging
 import threading
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
 from ._applier import encode_entry, encode_restore_entry
+from ._loop import LoopMailbox
 from ._outcomes import FailReason, Refusal, SubmitCallback
 from .clock import Clock
 from .errors import (
@@ -109,6 +111,10 @@ class CommandExecutor:
         # Generated ids: unique per process run (random prefix) and cheap (a counter).
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count()
+        # outcomes come from the apply thread in batches: one loop wake-up per batch
+        self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopMailbox] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _check_thread(self) -> None:
         if self._raft.on_raft_thread():
@@ -204,6 +210,9 @@ class CommandExecutor:
 
     async def _run_async(self, start: Start, rid: str, attempts: _Attempts) -> CommandResult:
         loop = asyncio.get_running_loop()
+        mailbox = self._mailboxes.get(loop)
+        if mailbox is None:
+            mailbox = self._mailboxes[loop] = LoopMailbox(loop)
         while True:
             wait = attempts.next_wait(self._clock.monotonic())
             if wait is None:
@@ -220,7 +229,7 @@ class CommandExecutor:
                 settle: object = settle,
             ) -> None:
                 try:
-                    loop.call_soon_threadsafe(settle, (result, reason))  # type: ignore[arg-type]
+                    mailbox.post(settle, (result, reason))  # type: ignore[arg-type]
                 except RuntimeError:  # the caller's loop is closed: nobody waits any more
                     pass
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+log = logging.getLogger("tsconsensus")
 
 T = TypeVar("T")
 
@@ -39,3 +43,41 @@ class LoopThread:
         self._thread.join(5)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+class LoopMailbox:
+    """Hands calls from other threads to one event loop, waking it once per burst.
+
+    ``loop.call_soon_threadsafe`` writes to the loop's self-pipe on every call; a node that
+    applies a batch of 50 commands would wake its loop 50 times. :meth:`post` queues the call
+    and wakes the loop only when no drain is already pending. Any thread may post; the calls
+    run on the loop, in the order posted.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._calls: deque[tuple[Callable[[Any], object], Any]] = deque()
+        self._pending = False
+
+    def post(self, fn: Callable[[Any], object], arg: Any) -> None:
+        """Run ``fn(arg)`` on the loop soon. Raises RuntimeError if the loop is closed."""
+        self._calls.append((fn, arg))
+        # Under the GIL: if a drain is pending it has not yet emptied the queue past our
+        # call (it clears the flag before draining), so it will run ours.
+        if not self._pending:
+            self._pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                self._pending = False
+                raise
+
+    def _drain(self) -> None:
+        self._pending = False
+        calls = self._calls
+        while calls:
+            fn, arg = calls.popleft()
+            try:
+                fn(arg)
+            except Exception:  # one failing call must not strand the others
+                log.exception("a call handed to the loop failed")

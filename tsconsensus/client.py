@@ -7,9 +7,12 @@ Errors are translated: an unreachable node is :class:`NodeUnreachableError`, a 4
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import ssl
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -18,6 +21,7 @@ import httpx
 from .address import NodeAddress
 from .errors import (
     ClusterError,
+    CommandTimeoutError,
     InvalidCommandError,
     InvalidJSONError,
     NodeUnreachableError,
@@ -34,6 +38,33 @@ SHA256_HEADER = "X-Snapshot-Sha256"
 
 UNIX_PREFIX = "unix:"
 """``unix:/path/admin.sock`` names a node's local admin socket instead of a TCP port."""
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every client of the process (building one reads the CA bundle:
+    tens of milliseconds, which a dashboard asking several nodes a second would pay again and
+    again). The ports speak plain HTTP; it serves only ``https://`` URLs given by the caller."""
+    return httpx.create_ssl_context()
+
+
+def new_request_id() -> str:
+    """A fresh request id (random, 32 hex digits) for :meth:`NodeClient.execute`."""
+    return uuid.uuid4().hex
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Samples of a Prometheus text page (comments and malformed lines skipped)."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")  # label values may hold spaces; values do not
+        try:
+            samples[series] = float(value)
+        except ValueError:
+            continue
+    return samples
 
 
 def _base_url(address: str) -> str:
@@ -74,6 +105,7 @@ class NodeClient:
             transport = httpx.HTTPTransport(
                 local_address=source_address,
                 retries=0,
+                verify=_tls_context(),
                 limits=httpx.Limits(
                     max_connections=max_connections, max_keepalive_connections=max_connections
                 ),
@@ -133,10 +165,19 @@ class NodeClient:
                 params=params,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
-        except httpx.TimeoutException as exc:
-            raise NodeUnreachableError(f"{self.base_url}{path}: timed out ({exc})") from None
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise NodeUnreachableError(f"cannot reach {self.base_url}: {exc}") from None
+        except httpx.TimeoutException as exc:
+            raise NodeUnreachableError(
+                f"{self.base_url}{path}: no answer in time ({str(exc) or type(exc).__name__})",
+                maybe_delivered=True,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise NodeUnreachableError(
+                f"{self.base_url}{path}: the connection failed before an answer "
+                f"({str(exc) or type(exc).__name__})",
+                maybe_delivered=True,
+            ) from None
         return response
 
     def _raise_for(self, status: int, data: Any, path: str) -> NoReturn:
@@ -147,7 +188,12 @@ class NodeClient:
             raise ClusterError(f"{self.base_url}: {message}")
         if status == 503:
             leader = data.get("leader") if isinstance(data, dict) else None
-            raise NoLeaderError(f"{self.base_url}: {message}", leader=leader)
+            request_id = data.get("request_id") if isinstance(data, dict) else None
+            raise NoLeaderError(
+                f"{self.base_url}: {message}",
+                leader=leader,
+                request_id=request_id if isinstance(request_id, str) else None,
+            )
         if status in (400, 413):
             raise InvalidCommandError(f"{self.base_url} rejected the request: {message}")
         raise TsconsensusError(f"{self.base_url}{path}: HTTP {status}: {message}")
@@ -160,20 +206,45 @@ class NodeClient:
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """``POST /v1/execute``; the node forwards to the leader itself."""
-        body: dict[str, Any] = {"name": name, "args": args}
-        if request_id is not None:
-            body["request_id"] = request_id
+        """``POST /v1/execute``; the node forwards to the leader itself.
+
+        Without a ``request_id`` the client makes one up (:func:`new_request_id`), so that an
+        unknown outcome always names the id to retry with: :class:`NoLeaderError` (503, or
+        :class:`CommandTimeoutError` when the node was reached but did not answer)
+        carries it as ``request_id``; retrying with it applies the command at most once.
+        """
+        request_id = request_id or new_request_id()
+        body: dict[str, Any] = {"name": name, "args": args, "request_id": request_id}
         if timeout is not None:
             body["timeout_s"] = timeout
         http_timeout = None if timeout is None else timeout + 5.0
-        data = self.request("POST", "/v1/execute", body, timeout=http_timeout)
+        try:
+            data = self.request("POST", "/v1/execute", body, timeout=http_timeout)
+        except NoLeaderError as exc:
+            if exc.request_id is None:
+                exc.request_id = request_id
+            raise
+        except NodeUnreachableError as exc:
+            if not exc.maybe_delivered:
+                raise
+            raise CommandTimeoutError(
+                f"{exc}; the command may or may not have been applied",
+                request_id=request_id,
+            ) from None
         return CommandResult(data.get("result"), data.get("error"), int(data.get("index", 0)))
 
     def status(self) -> dict[str, Any]:
         """``GET /v1/status`` of a monitor port."""
         data: dict[str, Any] = self.request("GET", "/v1/status")
         return data
+
+    def metrics(self) -> dict[str, float]:
+        """``GET /metrics`` of a monitor port, as ``{series: value}``: each sample's name with
+        its labels as the page writes them (``tsc_commands_total{name="set"}``)."""
+        response = self._send("GET", "/metrics", None, None)
+        if response.status_code != 200:
+            self._raise_for(response.status_code, {"error": response.text[:200]}, "/metrics")
+        return parse_metrics(response.text)
 
     def snapshot(self, timeout: float = 60.0) -> tuple[int, bytes]:
         """``GET /v1/snapshot``: (log index covered, the state machine's snapshot bytes)."""

@@ -109,7 +109,15 @@ class InvalidAddressError(InvalidInputError):
 
 
 class NodeUnreachableError(TsconsensusError):
-    """A node's HTTP port could not be reached (client side)."""
+    """A node's HTTP port could not be reached, or did not answer in time (client side).
+
+    ``maybe_delivered`` is True when the request may have reached the node before the
+    connection failed or timed out (the node may act on it), False when it was never sent.
+    """
+
+    def __init__(self, message: str, maybe_delivered: bool = False) -> None:
+        self.maybe_delivered = maybe_delivered
+        super().__init__(message)
 
 
 class StateMachineLoadError(TsconsensusError):

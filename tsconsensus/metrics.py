@@ -118,6 +118,11 @@ class Metrics:
             ),
             ("tsc_raft_members", "Members of the Raft configuration.", len(status.members)),
             (
+                "tsc_raft_snapshot_index",
+                "Log index covered by this node's latest durable snapshot (0: none).",
+                status.snapshot_index,
+            ),
+            (
                 "tsc_raft_members_connected",
                 "Members this node is connected to.",
                 sum(m.connected for m in status.members),

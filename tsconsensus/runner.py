@@ -1,15 +1,18 @@
-"""Running a node from a :class:`Config` until told to stop (what ``tsc node start`` does)."""
+"""Running a node from a :class:`Config` until told to stop (what ``python -m tsconsensus`` and
+``tsc node start`` do)."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
+from types import FrameType
 
 from .admin_socket import admin_socket_path
 from .client import UNIX_PREFIX
 from .config import Config
 from .consensus import Consensus
-from .errors import TailnetError
+from .errors import ConfigError, TailnetError
 from .loader import load_state_machine
 from .managed_tailscaled import ManagedTailscaled, managed_socket_path
 from .start import start
@@ -89,6 +92,29 @@ def run_node(config: Config, stop: threading.Event) -> None:
         node.stop(hand_over=not failure)
     if failure:
         raise failure[0]
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""The ``--log-level`` values a node process accepts."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def serve(config: Config, log_level: str = "info") -> None:
+    """Run a node in the foreground, logging to stderr at ``log_level``, until SIGTERM or
+    SIGINT; then stop it cleanly (a leader hands leadership over first). Call it from the main
+    thread: it installs the signal handlers. Raises what :func:`run_node` raises."""
+    if log_level.lower() not in LOG_LEVELS:
+        raise ConfigError("--log-level", log_level, f"must be one of {', '.join(LOG_LEVELS)}")
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("tsconsensus").info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    run_node(config, stop)
 
 
 def node_address(config: Config) -> str:

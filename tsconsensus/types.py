@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, ClassVar, Protocol, Union, runtime_checkable
 
 JSON = Union[None, bool, int, float, str, list[Any], dict[str, Any]]
 """A JSON value (checked at run time by serialising it, not by this alias)."""
@@ -110,6 +110,8 @@ class NodeStatus:
     members: tuple[MemberStatus, ...] = field(default_factory=tuple)
     leader_gap_max_s: float | None = None
     """Longest silence between two messages from the leader, seen by a follower."""
+    snapshot_index: int = 0
+    """The log index this node's latest durable snapshot covers (0: none yet)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``GET /v1/status`` body (DESIGN section 4)."""
@@ -133,9 +135,28 @@ class NodeStatus:
             "applied_index": self.applied_index,
             "has_quorum": self.has_quorum,
             "members": members,
+            "snapshot_index": self.snapshot_index,
             **(
                 {}
                 if self.leader_gap_max_s is None
                 else {"leader_gap_max_s": round(self.leader_gap_max_s, 4)}
             ),
         }
+
+
+@dataclass(frozen=True)
+class SetupCheck:
+    """One verdict of :func:`tsconsensus.diagnose` (``tsc doctor``): ``name`` (``tailnet``,
+    ``tag``, ``raft port``, ``peer node2``...), ``status`` (``"ok"``; ``"warn"``: works, but
+    mind it; ``"fail"``: wrong; ``"skip"``: could not be checked), what was found, and for
+    anything but ``ok`` what to do about it."""
+
+    STATUSES: ClassVar[tuple[str, str, str, str]] = ("ok", "warn", "fail", "skip")
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"check": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}

@@ -34,8 +34,9 @@ MANIFEST = "cluster.json"
 
 
 def node_command() -> list[str]:
-    """How a node process is started: ``tsc node start --config FILE`` with this interpreter."""
-    return [sys.executable, "-m", "commands", "node", "start", "--config"]
+    """How a node process is started: ``python -m tsconsensus --config FILE`` with this
+    interpreter (the library's own entry point, never the CLI package)."""
+    return [sys.executable, "-m", "tsconsensus", "--config"]
 
 
 def _alive(pid: int) -> bool:

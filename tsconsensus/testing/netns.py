@@ -310,7 +310,7 @@ class Hosts:
     def tsc(self, k: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run ``tsc ARGS`` inside host ``k``'s namespace."""
         return subprocess.run(
-            ["ip", "netns", "exec", self.ns(k), sys.executable, "-m", "commands", *args],
+            ["ip", "netns", "exec", self.ns(k), sys.executable, "-m", "tsconsensus_cli", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
