@@ -334,3 +334,14 @@ def test_dial_through_the_socks5_proxy(tmp_path: Path) -> None:
     finally:
         ea.stop()
         eb.stop()
+
+
+def test_a_state_dir_too_long_for_a_unix_socket() -> None:
+    from tsconsensus.admin_socket import admin_socket_for
+
+    deep = "/tmp/" + "d" * 120
+    assert admin_socket_for(deep, required=False) is None  # TUN mode goes on without it
+    with pytest.raises(tsc.ConfigError, match=r"storage\.state_dir.*too long"):
+        admin_socket_for(deep, required=True)
+    assert admin_socket_for("/var/lib/tsc", required=True) == Path("/var/lib/tsc/admin.sock")
+    assert admin_socket_for(":memory:", required=True) is None

@@ -29,7 +29,7 @@ from ._loop import LoopThread
 from ._outcomes import FailReason
 from ._storage_switches import PLANTED_BUG_ENV, open_switched_storage
 from .address import NodeAddress
-from .admin_socket import admin_socket_path
+from .admin_socket import admin_socket_for
 from .authorization import Authorizer, cluster_password
 from .client import PeerClients
 from .clock import Clock
@@ -395,7 +395,7 @@ def start_native(
                 authorizer=authorizer,
                 loop_thread=loop_thread,
                 resolve_peer=net.resolve_peer,
-                admin_socket=None if state_dir == MEMORY else admin_socket_path(state_dir),
+                admin_socket=admin_socket_for(state_dir, required=net.userspace),
             )
         )
         check_bindable(net.listen_host, config.ports.raft, "raft port")

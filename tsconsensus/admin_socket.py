@@ -21,15 +21,39 @@ from pathlib import Path
 from typing import Any
 
 from ._http import HttpServer
+from .errors import ConfigError
 
 log = logging.getLogger("tsconsensus.http")
 
 ADMIN_SOCKET = "admin.sock"
+MAX_UNIX_PATH = 107
+"""Bytes a unix socket path may hold on Linux (``sun_path`` is 108 with the final NUL)."""
 
 
 def admin_socket_path(state_dir: str | Path) -> Path:
     """Where a node with this state directory serves its admin socket."""
     return Path(state_dir) / ADMIN_SOCKET
+
+
+def admin_socket_for(state_dir: str, *, required: bool) -> Path | None:
+    """The admin socket a node with ``state_dir`` serves, or None: none for a node in memory,
+    and none (with a warning) when the path is too long for a unix socket and the node does
+    not need one. ``required`` (userspace mode, where it is the only local way in): a path
+    that is too long raises :class:`ConfigError` naming ``storage.state_dir``."""
+    if not state_dir or state_dir == ":memory:":
+        return None
+    path = admin_socket_path(state_dir)
+    if len(os.fsencode(path.absolute())) <= MAX_UNIX_PATH:
+        return path
+    if required:
+        raise ConfigError(
+            "storage.state_dir",
+            state_dir,
+            f"is too long for the admin socket {ADMIN_SOCKET} that userspace mode needs (a unix "
+            f"socket path holds at most {MAX_UNIX_PATH} bytes): use a shorter directory",
+        )
+    log.warning("no admin socket: %s is longer than a unix socket path may be", path)
+    return None
 
 
 class AdminSocketServer(HttpServer):

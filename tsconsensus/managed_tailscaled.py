@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from .admin_socket import MAX_UNIX_PATH
 from .config import Config
 from .errors import ConfigError, NotTaggedError, TailnetError
 from .localapi import LocalAPIClient, LocalAPITailnet, TailnetStatus
@@ -92,6 +93,13 @@ class ManagedTailscaled:
         self.directory = managed_dir(config)
         self.socket_path = managed_socket_path(config)
         self.log_path = self.directory / "tailscaled.log"
+        if len(os.fsencode(self.socket_path.absolute())) > MAX_UNIX_PATH:
+            raise ConfigError(
+                "storage.state_dir",
+                state_dir,
+                f"is too long for the managed tailscaled's socket {self.socket_path} (a unix "
+                f"socket path holds at most {MAX_UNIX_PATH} bytes): use a shorter directory",
+            )
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- starting -----------------------------------------------------------------------------
