@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import logging
 import random
 import time
@@ -254,47 +253,64 @@ class Driver:
         rd = self.core.ready()
         if not rd:
             return
+        durable = rd.snapshot is not None or bool(rd.entries) or self._vote_changed(rd)
+        if durable and self.storage.syncs:
+            # the disk thread first: its wake-up and the sync overlap the sends below
+            self._persisting = True
+            self._disk.submit(self._persist_job, rd, self._hard_state_to_save(rd))
         for m in rd.messages:
             self.transport.send(m)
         if rd.soft_state is not None:
             self._soft_state_changed(rd)
-        if rd.snapshot is not None or rd.entries or self._vote_changed(rd):
-            self._persisting = True
-            if not self.storage.syncs:
-                # nothing waits for a disk: save here, without two thread hops
-                done: concurrent.futures.Future[None] = concurrent.futures.Future()
-                try:
-                    self._persist(rd)
-                    done.set_result(None)
-                except BaseException as exc:
-                    done.set_exception(exc)
-                self._persisted(rd, done)
-                return
-            future = self.loop.run_in_executor(self._disk, self._persist, rd)
-            future.add_done_callback(functools.partial(self._persisted, rd))
-        else:
+        if not durable:
             # Nothing to make durable: at most a higher commit index, which Raft need not
             # persist (a restarted node learns it again); it is written with the next entries.
             self._finish(rd)
+        elif not self.storage.syncs:
+            # nothing waits for a disk: save here, without two thread hops
+            self._persisting = True
+            error: BaseException | None = None
+            try:
+                self._persist(rd, self._hard_state_to_save(rd))
+            except BaseException as exc:
+                error = exc
+            self._persisted(rd, error)
 
     def _vote_changed(self, rd: Ready) -> bool:
         hs = rd.hard_state
         return hs is not None and (hs.term, hs.vote) != self._durable_vote
 
-    def _persist(self, rd: Ready) -> None:
-        """Disk thread: one write and one sync for the whole Ready."""
-        hs = rd.hard_state
-        if hs is None and rd.entries:
-            hs = HardState(self.core.term, self.core.vote, self.core.commit)
+    def _hard_state_to_save(self, rd: Ready) -> HardState | None:
+        """Loop: the hard state written with ``rd``. Read here, not on the disk thread, and
+        capped at the last entry written with it: while a write waits (a full disk) the commit
+        index may move past entries that are not in this write."""
+        if rd.hard_state is None and rd.entries:
+            commit = min(self.core.commit, rd.entries[-1].index)
+            return HardState(self.core.term, self.core.vote, commit)
+        return rd.hard_state
+
+    def _persist(self, rd: Ready, hs: HardState | None) -> None:
+        """One write and one sync for the whole Ready."""
         self.storage.save(hs, rd.entries, rd.snapshot)
         if hs is not None:
             self._durable_vote = (hs.term, hs.vote)
 
-    def _persisted(
-        self, rd: Ready, future: asyncio.Future[None] | concurrent.futures.Future[None]
-    ) -> None:
+    def _persist_job(self, rd: Ready, hs: HardState | None) -> None:
+        """Disk thread: persist ``rd``, then hand the outcome straight to the loop (one
+        wake-up, where an executor future would take two loop turns)."""
+        error: BaseException | None = None
+        try:
+            self._persist(rd, hs)
+        except BaseException as exc:
+            error = exc
+        try:
+            self.loop.call_soon_threadsafe(self._persisted, rd, error)
+        except RuntimeError:  # the loop closed: the node is stopping, nobody waits for it
+            pass
+
+    def _persisted(self, rd: Ready, exc: BaseException | None) -> None:
+        """Loop: ``rd`` was written (``exc`` is None) or failed with ``exc``."""
         self._persisting = False
-        exc = future.exception()
         if isinstance(exc, DiskFullError):
             if not self._disk_full:
                 log.error("disk full: acknowledging nothing until space returns (%s)", exc)
@@ -321,8 +337,7 @@ class Driver:
             # the first hand-over may have found no follower caught up, or timed out: a
             # leader that cannot write must keep trying to give way
             self._hand_over_if_leader()
-        future = self.loop.run_in_executor(self._disk, self._persist, rd)
-        future.add_done_callback(functools.partial(self._persisted, rd))
+        self._disk.submit(self._persist_job, rd, self._hard_state_to_save(rd))
 
     def _finish(self, rd: Ready) -> None:
         for m in rd.messages_after_persist:
