@@ -3,11 +3,24 @@ once (``tsc status`` and its ``--watch`` dashboard)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
+
 import tsconsensus as tsc
+
+Transports = Callable[[], httpx.BaseTransport] | None
+"""Userspace mode: makes transports that dial members through tailscaled (else None)."""
+
+
+def _client(
+    address: str, source: str | None, timeout: float, transport: Transports
+) -> tsc.NodeClient:
+    if transport is not None and not address.startswith("unix:"):
+        return tsc.NodeClient(address, timeout=timeout, transport=transport())
+    return tsc.NodeClient(address, timeout=timeout, source_address=source)
 
 
 def gather(
@@ -17,18 +30,20 @@ def gather(
     timeout: float,
     *,
     with_metrics: bool = False,
+    transport: Transports = None,
 ) -> dict[str, Any]:
     """Ask the first seed that answers (monitor ``host:port``) for the members, then every
     member's monitor port concurrently (and its ``/metrics`` with ``with_metrics``).
 
     Returns ``{"leader", "leaders", "term", "has_quorum", "healthy", "nodes": [...]}``; an
     unreachable member is a node with ``reachable: false`` and its ``error``, never an
-    exception. Raises the first seed's error when no seed answers.
+    exception. Raises the first seed's error when no seed answers. ``transport`` (userspace
+    mode, from :func:`tsconsensus.member_transport`) dials every TCP address through tailscaled.
     """
     seed, first_error = None, None
     for address in dict.fromkeys(seeds):
         try:
-            with tsc.NodeClient(address, timeout=timeout, source_address=source) as client:
+            with _client(address, source, timeout, transport) as client:
                 seed = client.status()
             break
         except tsc.TsconsensusError as exc:
@@ -42,7 +57,7 @@ def gather(
     def ask(node_id: str) -> dict[str, Any]:
         try:
             address = str(tsc.NodeAddress(hosts[node_id], monitor_port))
-            with tsc.NodeClient(address, timeout=timeout, source_address=source) as c:
+            with _client(address, source, timeout, transport) as c:
                 answer = {"id": node_id, "reachable": True, "status": c.status()}
                 if with_metrics:
                     answer["metrics"] = c.metrics()

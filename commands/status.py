@@ -16,9 +16,16 @@ import tsconsensus as tsc
 from . import exit_codes, talking_to
 from .dashboard import dashboard, members_table, title
 from .exit_codes import EPILOG
-from .gather import gather
+from .gather import Transports, gather
 from .render import emit_json, emit_json_line, handles_errors, screen, stdout
-from .target import ConfigOpt, MonitorAddressOpt, json_opt, resolve_monitor, timeout_opt
+from .target import (
+    ConfigOpt,
+    MonitorAddressOpt,
+    json_opt,
+    member_transport,
+    resolve_monitor,
+    timeout_opt,
+)
 from .watch_model import Event, Watch
 
 MAX_EVENTS = 10
@@ -53,10 +60,11 @@ def status_command(
     Example: tsc status --config node1.toml --watch
     """
     first, source, monitor_port = resolve_monitor(config, address)
+    transport = member_transport(config)
     if watch:
-        _watch(first, source, monitor_port, timeout, interval, window, as_json)
+        _watch(first, source, monitor_port, timeout, interval, window, as_json, transport)
         return
-    view = gather([first], source, monitor_port, timeout)
+    view = gather([first], source, monitor_port, timeout, transport=transport)
     if as_json:
         emit_json(view)
     else:
@@ -73,6 +81,7 @@ def _watch(
     interval: float,
     window: float,
     as_json: bool,
+    transport: Transports,
 ) -> None:
     model = Watch(window_s=window)
     node = talking_to.current().node
@@ -81,7 +90,14 @@ def _watch(
     def poll() -> list[Event]:
         known = [n["monitor"] for n in (model.view or {"nodes": []})["nodes"]]
         try:
-            view = gather([first, *known], source, monitor_port, timeout, with_metrics=True)
+            view = gather(
+                [first, *known],
+                source,
+                monitor_port,
+                timeout,
+                with_metrics=True,
+                transport=transport,
+            )
         except tsc.TsconsensusError as exc:
             return model.failed(str(exc), time.monotonic(), time.time())
         return model.feed(view, time.monotonic(), time.time())

@@ -78,3 +78,11 @@ def resolve_monitor(config: Path | None, address: str | None) -> tuple[str, str 
     if config is not None and target.startswith("unix:"):  # the admin socket
         return target, None, tsc.Config.load(config).ports.monitor
     return target, source, tsc.NodeAddress.parse(target).port
+
+
+def member_transport(config: Path | None) -> Any:
+    """In userspace mode, what dials the other members through this host's tailscaled (a
+    factory of httpx transports, for ``gather``); None where TCP reaches them directly."""
+    if config is None:
+        return None
+    return tsc.member_transport(tsc.Config.load(config))

@@ -72,6 +72,13 @@ def test_three_userspace_hosts_form_a_cluster_refuse_strangers_and_survive_a_par
         status = hosts.status(leader)
         assert status is not None and len(status["members"]) == 3
         assert all(m["connected"] for m in status["members"] if m["id"] != status["node_id"])
+        # tsc status on a host asks its own node through the admin socket and the other
+        # members through the host's tailscaled: every member answers.
+        for k in (0, 2):  # LocalAPI dial, and SOCKS5
+            shown = hosts.tsc(k, "status", "--config", str(hosts.config_path(k)), "--json")
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            view = json.loads(shown.stdout)
+            assert len(view["nodes"]) == 3 and all(n["reachable"] for n in view["nodes"]), view
         # Every host dialled its peers through its tailscaled, and the tailnet addresses are
         # not routable from the hosts: nothing could have gone around it.
         assert hosts.emulators[0].dials > 0 and hosts.emulators[1].dials > 0

@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
+
+import httpx
 
 from .admin_socket import admin_socket_path
 from .client import UNIX_PREFIX
 from .config import Config
 from .consensus import Consensus
+from .dialer import networking
 from .errors import ConfigError, TailnetError
 from .loader import load_state_machine
 from .managed_tailscaled import ManagedTailscaled, managed_socket_path
@@ -71,6 +76,21 @@ def admin_endpoint(config: Config) -> str | None:
         if not userspace:
             return None
     return f"{UNIX_PREFIX}{path}"
+
+
+def member_transport(config: Config) -> Callable[[], httpx.BaseTransport] | None:
+    """For a local client of this node (``tsc status``) that must reach the other members:
+    in userspace mode, a factory of httpx transports that dial them through this host's
+    tailscaled (a local process cannot reach tailnet addresses directly there); None when
+    a direct TCP connection works (TUN mode, static tailnet). Raises :class:`TailnetError`
+    if tailscaled cannot be asked."""
+    if admin_endpoint(config) is None:
+        return None
+    tailnet = build_tailnet(config)
+    make = networking(tailnet, tailnet.self_peer(), config).http_transport
+    if make is None:
+        return None
+    return functools.partial(make, 4)
 
 
 def run_node(config: Config, stop: threading.Event) -> None:
