@@ -45,13 +45,12 @@ def stop(
     """
     with command_client(config, None, 10.0) as client:
         client.stop_node()
-    cfg = tsc.Config.load(config)
-    command_port = str(tsc.NodeAddress(tsc.node_address(cfg), cfg.ports.command))
     deadline = time.monotonic() + timeout
     with stderr.status("waiting for the node to exit..."):
         while time.monotonic() < deadline:
             try:
-                with tsc.NodeClient(command_port, timeout=1.0) as probe:
+                # the way the stop went: the admin socket in userspace mode, else TCP
+                with command_client(config, None, 1.0) as probe:
                     probe.request("GET", "/healthz")
             except tsc.NodeUnreachableError:
                 emit_line("node stopped")

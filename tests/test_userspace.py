@@ -241,6 +241,10 @@ def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socke
                 assert bound == [f"0100007F:{port:04X}"], bound
             stop = tsc_run("node", "stop", "--config", str(config))
             assert stop.returncode == 0, stop.stderr
+            # "node stopped" only once the node no longer answers where tsc asked it
+            still = tsc.NodeClient(f"unix:{admin}", timeout=1)
+            with pytest.raises(tsc.NodeUnreachableError), still:
+                still.request("GET", "/healthz")
             assert proc.wait(30) == 0
             assert not admin.exists()
         finally:
