@@ -79,6 +79,11 @@ def test_three_userspace_hosts_form_a_cluster_refuse_strangers_and_survive_a_par
             assert shown.returncode == 0, shown.stdout + shown.stderr
             view = json.loads(shown.stdout)
             assert len(view["nodes"]) == 3 and all(n["reachable"] for n in view["nodes"]), view
+        # tsc doctor there too: the node through its admin socket, the peers through tailscaled
+        doctor = hosts.tsc(0, "doctor", "--config", str(hosts.config_path(0)))
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "userspace networking" in doctor.stdout and "running here as member" in doctor.stdout
+        assert doctor.stdout.count("raft port and monitor answer") == 2, doctor.stdout
         # Every host dialled its peers through its tailscaled, and the tailnet addresses are
         # not routable from the hosts: nothing could have gone around it.
         assert hosts.emulators[0].dials > 0 and hosts.emulators[1].dials > 0

@@ -5,20 +5,25 @@
 cluster tag, what runs on its address, its raft/command/monitor ports (free, or held by this
 very node), its state directory (writable, identity readable) and the directory's lock (free,
 or held by the running node; see :mod:`.doctor_local`), the cluster secret, and every other
-tagged peer (online; its Raft port and monitor answer this node). It changes nothing.
+tagged peer (online; its Raft port and monitor answer this node). In userspace mode it asks
+the node through its admin socket, checks the ports on loopback where the node listens, and
+reaches the peers through tailscaled, as the node does. It changes nothing.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .address import NodeAddress
 from .client import NodeClient
 from .config import Config
+from .dialer import Networking, networking
 from .doctor_local import look_here, node_check, port_check, state_dir_checks
 from .errors import NotAuthorizedError, TsconsensusError
-from .runner import build_tailnet
+from .runner import admin_endpoint, build_tailnet
 from .tailnet import Peer, Tailnet
 from .types import SetupCheck
 
@@ -36,7 +41,25 @@ def diagnose(config: Config, *, timeout: float = 2.0) -> list[SetupCheck]:
         checks += [SetupCheck(name, SKIP, skipped) for name in names]
         return [*checks, *state_dir_checks(config, None), _secret(config)]
     checks.append(_tag(config, me))
-    here = look_here(config, me.address, timeout)
+    try:
+        net = networking(tailnet, me, config)
+    except TsconsensusError as exc:
+        checks.append(SetupCheck("mode", FAIL, str(exc), "check tailnet.mode"))
+        return [*checks, *state_dir_checks(config, None), _secret(config)]
+    if net.userspace:
+        # the node listens on loopback, where this process is no tailnet peer: ask it
+        # through its admin socket, and reach the peers through tailscaled
+        checks.append(
+            SetupCheck(
+                "mode",
+                OK,
+                f"userspace networking: the node listens on {net.listen_host} and dials "
+                "its peers through tailscaled",
+            )
+        )
+        here = look_here(config, net.listen_host, timeout, endpoint=admin_endpoint(config))
+    else:
+        here = look_here(config, me.address, timeout)
     checks.append(node_check(config, here))
     checks.append(port_check("raft", config.ports.raft, here))
     checks.append(port_check("command", config.ports.command, here))
@@ -46,7 +69,7 @@ def diagnose(config: Config, *, timeout: float = 2.0) -> list[SetupCheck]:
         checks.append(SetupCheck("monitor port", SKIP, "monitor.serve = false"))
     checks += state_dir_checks(config, here)
     checks.append(_secret(config))
-    checks += _peers(config, tailnet, me, timeout)
+    checks += _peers(config, tailnet, me, timeout, net)
     return checks
 
 
@@ -117,7 +140,9 @@ def _secret(config: Config) -> SetupCheck:
 # -- peers -----------------------------------------------------------------------------------
 
 
-def _peers(config: Config, tailnet: Tailnet, me: Peer, timeout: float) -> list[SetupCheck]:
+def _peers(
+    config: Config, tailnet: Tailnet, me: Peer, timeout: float, net: Networking
+) -> list[SetupCheck]:
     tag = config.cluster.tag
     try:
         tagged = [p for p in tailnet.peers() if p.has_tag(tag) and not p.is_self]
@@ -127,11 +152,33 @@ def _peers(config: Config, tailnet: Tailnet, me: Peer, timeout: float) -> list[S
         return [
             SetupCheck("peers", OK, f"no other node carries {tag}: a cluster of this node alone")
         ]
+    connect: Callable[[str, int, float], socket.socket]
+    client_options: dict[str, Any]
+    if net.userspace and net.http_transport is not None:
+        connect = tailnet.dial  # type: ignore[attr-defined]
+        client_options = {"transport": net.http_transport(1)}
+    else:
+
+        def connect(host: str, port: int, wait: float) -> socket.socket:
+            return socket.create_connection(
+                (host, port), timeout=wait, source_address=(me.address, 0)
+            )
+
+        client_options = {"source_address": me.address}
     with ThreadPoolExecutor(max_workers=min(16, len(tagged))) as pool:
-        return list(pool.map(lambda p: _peer(config, me, p, timeout), tagged))
+        return list(
+            pool.map(lambda p: _peer(config, me, p, timeout, connect, client_options), tagged)
+        )
 
 
-def _peer(config: Config, me: Peer, peer: Peer, timeout: float) -> SetupCheck:
+def _peer(
+    config: Config,
+    me: Peer,
+    peer: Peer,
+    timeout: float,
+    connect: Callable[[str, int, float], socket.socket],
+    client_options: dict[str, Any],
+) -> SetupCheck:
     name = f"peer {peer.hostname or peer.id}"
     if not peer.online:
         return SetupCheck(
@@ -143,9 +190,7 @@ def _peer(config: Config, me: Peer, peer: Peer, timeout: float) -> SetupCheck:
     ports = config.ports
     raft = str(NodeAddress(peer.address, ports.raft))
     try:
-        with socket.create_connection(
-            (peer.address, ports.raft), timeout=timeout, source_address=(me.address, 0)
-        ):
+        with connect(peer.address, ports.raft, timeout):
             pass
     except OSError as exc:
         refused = isinstance(exc, ConnectionRefusedError)
@@ -160,7 +205,7 @@ def _peer(config: Config, me: Peer, peer: Peer, timeout: float) -> SetupCheck:
         return SetupCheck(name, OK, f"raft port {raft} answers")
     monitor = str(NodeAddress(peer.address, ports.monitor))
     try:
-        with NodeClient(monitor, timeout=timeout, source_address=me.address) as client:
+        with NodeClient(monitor, timeout=timeout, **client_options) as client:
             client.request("GET", "/healthz")
     except NotAuthorizedError:
         return SetupCheck(

@@ -50,18 +50,25 @@ class Here:
         return bool(self.answering) and self.identity in (None, self.answering)
 
 
-def look_here(config: Config, address: str, timeout: float) -> Here:
-    """Ask the node's own ports, from its own address, who runs there."""
-    answering, said = _ask(config, address, timeout)
+def look_here(
+    config: Config, address: str, timeout: float, *, endpoint: str | None = None
+) -> Here:
+    """Ask the node's own ports, from its own address, who runs there; or, with
+    ``endpoint`` (its admin socket in userspace mode), ask there. ``address`` is where the
+    node listens (its ports are checked there)."""
+    answering, said = _ask(config, address, timeout, endpoint)
     return Here(address, answering, said, _identity(config))
 
 
-def _ask(config: Config, address: str, timeout: float) -> tuple[str | None, str]:
-    serve = config.monitor.serve
+def _ask(
+    config: Config, address: str, timeout: float, endpoint: str | None
+) -> tuple[str | None, str]:
+    serve = config.monitor.serve or endpoint is not None  # the admin socket serves both
     port = config.ports.monitor if serve else config.ports.command
-    where = str(NodeAddress(address, port))
+    where = endpoint or str(NodeAddress(address, port))
+    source = None if endpoint else address
     try:
-        with NodeClient(where, timeout=timeout, source_address=address) as client:
+        with NodeClient(where, timeout=timeout, source_address=source) as client:
             if not serve:
                 ident: dict[str, Any] = client.request("GET", "/v1/identity")
                 return str(ident["id"]), f"running here as member {ident['id']}"
