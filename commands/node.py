@@ -43,14 +43,21 @@ def stop(
 
     Example: tsc node stop --config node1.toml
     """
+    # Userspace mode: the admin socket, also afterwards (the node's address is reachable
+    # only through tailscaled there, and a managed node's own tailscaled stops with it).
+    admin = tsc.admin_endpoint(tsc.Config.load(config))
     with command_client(config, None, 10.0) as client:
         client.stop_node()
     deadline = time.monotonic() + timeout
     with stderr.status("waiting for the node to exit..."):
         while time.monotonic() < deadline:
             try:
-                # the way the stop went: the admin socket in userspace mode, else TCP
-                with command_client(config, None, 1.0) as probe:
+                probe = (
+                    tsc.NodeClient(admin, timeout=1.0)
+                    if admin is not None
+                    else command_client(config, None, 1.0)
+                )
+                with probe:
                     probe.request("GET", "/healthz")
             except tsc.NodeUnreachableError:
                 emit_line("node stopped")
