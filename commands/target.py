@@ -54,8 +54,10 @@ def _resolve(config: Path | None, address: str | None, port_of: str) -> tuple[st
     if admin is not None:
         talking_to.talking_to(config.stem, admin)
         return admin, None
-    if cfg.tailnet.backend != "static":
+    if cfg.tailnet.backend == "localapi":
         talking_to.talking_to(str(config), f"tailscaled at {cfg.tailnet.socket_path}")
+    elif cfg.tailnet.backend == "managed":
+        talking_to.talking_to(str(config), "the node's own tailscaled (under its state_dir)")
     me = tsc.build_tailnet(cfg).self_peer()
     target = str(tsc.NodeAddress(me.address, getattr(cfg.ports, port_of)))
     talking_to.talking_to(me.hostname or config.stem, target)
