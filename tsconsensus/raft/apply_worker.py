@@ -24,10 +24,9 @@ ReadDone = Callable[[bool], None]
 class ApplyWorker:
     """One thread, one queue. Any thread may enqueue; the callables run on the worker thread.
 
-    ``on_snapshot(index, data)`` and ``on_progress()`` are called on the worker thread: the
-    first after each snapshot taken, the second after work that moved :attr:`applied` (at most
-    one call pending at a time: the driver acknowledges it with :meth:`progress_seen`, so a
-    burst of applies wakes the loop once, not once per batch).
+    ``on_snapshot(index, data)`` is called on the worker thread after each snapshot taken.
+    Nothing wakes the loop when :attr:`applied` moves: readers poll it (the driver, once a
+    tick), which spares the loop one wake-up per batch.
     """
 
     def __init__(
@@ -39,14 +38,12 @@ class ApplyWorker:
         take_snapshot: TakeSnapshot,
         restore: Restore,
         on_snapshot: Callable[[int, bytes], object],
-        on_progress: Callable[[], object],
     ) -> None:
         self._apply_fn, self._take_snapshot, self._restore = apply, take_snapshot, restore
-        self._on_snapshot, self._on_progress = on_snapshot, on_progress
+        self._on_snapshot = on_snapshot
         self._queue: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._read_waiters: list[tuple[int, ReadDone]] = []  # worker thread only
-        self._progress_pending = False
         self.applied = applied
         """The last index handed to ``apply`` or restored (written by the worker only)."""
 
@@ -84,7 +81,6 @@ class ApplyWorker:
 
     def progress_seen(self) -> None:
         """Loop: the last ``on_progress`` was handled; the next one may be sent."""
-        self._progress_pending = False
 
     def _run(self) -> None:
         while True:
@@ -111,9 +107,6 @@ class ApplyWorker:
                 log.exception("the apply thread failed on %s", kind)
             if self._read_waiters:
                 self._answer_reads()
-            if kind != "read" and not self._progress_pending:
-                self._progress_pending = True
-                self._on_progress()
 
     def _answer_reads(self) -> None:
         applied = self.applied

@@ -108,7 +108,6 @@ class Driver:
             on_snapshot=lambda index, data: loop.call_soon_threadsafe(
                 self._snapshot_taken, index, data
             ),
-            on_progress=lambda: loop.call_soon_threadsafe(self._applied_moved),
         )
         if initial.snapshot is not None:
             # the state machine starts empty: bring it to the snapshot the log continues from
@@ -229,6 +228,10 @@ class Driver:
         self._ticker = self.loop.call_later(self._tick_s, self._tick)
         self.core.tick()
         self._process()
+        if self._worker.applied != self.view.applied:
+            # the apply thread does not wake the loop for each batch it applies: the view
+            # catches up here, at most one tick late
+            self._publish()
 
     # -- the Ready cycle (loop) -------------------------------------------------------------
 
@@ -253,6 +256,10 @@ class Driver:
         rd = self.core.ready()
         if not rd:
             return
+        if rd.snapshot is None:
+            # committed entries were durable here before this Ready: the apply thread starts
+            # on them now, while this Ready is written and sent
+            self._hand_out(rd)
         durable = rd.snapshot is not None or bool(rd.entries) or self._vote_changed(rd)
         if durable and self.storage.syncs:
             # the disk thread first: its wake-up and the sync overlap the sends below
@@ -351,6 +358,14 @@ class Driver:
                 len(rd.snapshot.data),
             )
             self._worker.restore(rd.snapshot)
+            self._hand_out(rd)
+        self.core.advance(rd)
+        self._publish()
+        self._process()
+
+    def _hand_out(self, rd: Ready) -> None:
+        """Give ``rd``'s committed entries, reads and snapshot request to the apply thread
+        (after its snapshot, if it installs one: the entries continue from there)."""
         if rd.committed:
             self._worker.apply(rd.committed)
         for rs in rd.read_states:
@@ -363,9 +378,6 @@ class Driver:
                 waiting(False)
         if rd.snapshot_due:
             self._worker.take_snapshot()
-        self.core.advance(rd)
-        self._publish()
-        self._process()
 
     def _soft_state_changed(self, rd: Ready) -> None:
         soft = rd.soft_state
@@ -441,10 +453,6 @@ class Driver:
         """Run ``fn`` on the apply thread, between two applies (for consistent reads of the
         state machine)."""
         self._worker.call(fn)
-
-    def _applied_moved(self) -> None:
-        self._worker.progress_seen()  # first: an apply finishing after this wakes us again
-        self._publish()
 
     # -- status ------------------------------------------------------------------------------
 
