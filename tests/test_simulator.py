@@ -87,8 +87,8 @@ def test_runs_exercise_what_they_claim() -> None:
 
 PLANTED_SEARCH: dict[str, tuple[SimOptions, range]] = {
     "truncates-on-every-append": (SimOptions(), range(0, 40)),
-    "votes-before-persisting": (SimOptions(), range(640, 700)),
-    "acknowledges-before-persisting": (SimOptions(), range(290, 320)),
+    "votes-before-persisting": (SimOptions(), range(990, 1020)),
+    "acknowledges-before-persisting": (SimOptions(), range(360, 390)),
     "reads-locally": (SimOptions(), range(0, 10)),
     "forgets-entries-on-restart": (SimOptions(), range(0, 10)),
 }

@@ -4,7 +4,7 @@ Pure; methods of the core."""
 from __future__ import annotations
 
 from ._base import MT, CoreState
-from .messages import Message, Snapshot
+from .messages import COMMIT_NOTICE, Message, Snapshot
 
 
 class FollowerSide(CoreState):
@@ -22,7 +22,8 @@ class FollowerSide(CoreState):
                 self._ack(m.frm, prev + len(entries))
                 return
             if not entries or skip[0].index != self.commit + 1:
-                self._ack(m.frm, self.commit)
+                if m.context != COMMIT_NOTICE:
+                    self._ack(m.frm, self.commit)
                 return
             entries, prev = tuple(skip), self.commit
             prev_term = self.log.term(prev) or 0
@@ -54,7 +55,8 @@ class FollowerSide(CoreState):
             break
         last_new = prev + len(entries)
         self._commit_to(min(m.commit, last_new))
-        self._ack(m.frm, last_new)
+        if m.context != COMMIT_NOTICE or entries:
+            self._ack(m.frm, last_new)
 
     def _ack(self, to: int, index: int) -> None:
         self._send(Message(MT.APPEND_RESP, to=to, frm=self.id, term=self.term, index=index))

@@ -150,9 +150,15 @@ class Snapshot:
     data: bytes | memoryview = b""
 
 
+COMMIT_NOTICE = 1
+"""``Message.context`` of an APPEND that only carries a commit index (see MessageType.APPEND)."""
+
+
 class MessageType(enum.IntEnum):
     APPEND = 0
-    """index/log_term: the entry before ``entries``; commit: the leader's commit index."""
+    """index/log_term: the entry before ``entries``; commit: the leader's commit index;
+    context :data:`COMMIT_NOTICE`: no entries, only a new commit index for a follower known to
+    match (it answers only a mismatch: a success would tell the leader nothing new)."""
     APPEND_RESP = 1
     """Success: index is the last index now matched. Reject: index is the rejected previous
     index, hint_index/hint_term where the follower's log may match."""

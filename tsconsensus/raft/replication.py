@@ -7,6 +7,7 @@ from ..errors import ProposalRefusedError
 from ._base import MT, CoreState
 from .codec import encode_membership
 from .messages import (
+    COMMIT_NOTICE,
     ENTRY_OVERHEAD,
     NONE,
     Entry,
@@ -194,8 +195,9 @@ class Replication(CoreState):
 
     # -- sending -------------------------------------------------------------------------------
 
-    def _send_append(self, to: int, *, empty: bool) -> bool:
-        """Send ``to`` its next entries (or an empty append if ``empty``); whether entries
+    def _send_append(self, to: int, *, empty: bool, notice: bool = False) -> bool:
+        """Send ``to`` its next entries (or an empty append if ``empty``; marked as a commit
+        notice if ``notice``, which a follower that matches does not answer); whether entries
         went out."""
         pr = self.progress[to]
         if pr.is_paused:
@@ -221,6 +223,7 @@ class Replication(CoreState):
                 log_term=prev_term,
                 entries=tuple(entries),
                 commit=self.commit,
+                context=COMMIT_NOTICE if notice and not entries else 0,
             )
         )
         pr.sent_commit = self.commit
@@ -272,7 +275,9 @@ class Replication(CoreState):
             if pr.state is ProgressState.PROBE and pr.match < self.log.last_index:
                 self._send_append(to, empty=True)  # find where its log matches ours
             elif pr.state is ProgressState.REPLICATE and pr.sent_commit < self.commit:
-                self._send_append(to, empty=True)  # carry the new commit index
+                # carry the new commit index; its answer would say nothing new (half the
+                # messages of a lone client's command)
+                self._send_append(to, empty=True, notice=True)
         if self.config.auto_promote and own_term_committed and self.transferee == NONE:
             self._maybe_promote()
 
