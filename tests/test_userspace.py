@@ -24,7 +24,7 @@ from tsconsensus.localapi import LocalAPIClient, LocalAPITailnet
 from tsconsensus.testing.cluster import node_command
 from tsconsensus.testing.emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
 
-from .helpers import eventually, free_port, tsc_run
+from .helpers import eventually, free_port, tsc_run, tsc_until_ok
 
 TAG = "tag:db"
 
@@ -197,26 +197,11 @@ def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socke
             admin = state / "admin.sock"
             eventually(admin.exists, timeout=20, what="the admin socket")
             assert stat.S_IMODE(os.stat(admin).st_mode) == 0o600
-            done = eventually(
-                lambda: (
-                    (
-                        r := tsc_run(
-                            "exec",
-                            "--config",
-                            str(config),
-                            "--name",
-                            "set",
-                            "--args",
-                            '{"k": 1}',
-                            "--json",
-                        )
-                    ).returncode
-                    == 0
-                    and r
-                ),
+            done = tsc_until_ok(
+                "exec", "--config", str(config), "--name", "set", "--args", '{"k": 1}', "--json",
                 timeout=30,
                 what="tsc exec through the admin socket",
-            )
+            )  # fmt: skip
             assert json.loads(done.stdout)["error"] is None
             with tsc.NodeClient(f"unix:{admin}", timeout=5) as client:
                 assert client.status()["state"] == "leader"
