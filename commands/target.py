@@ -77,7 +77,7 @@ def monitor_client(config: Path | None, address: str | None, timeout: float) -> 
 def resolve_monitor(config: Path | None, address: str | None) -> tuple[str, str | None, int]:
     """(monitor address to ask first, source address to connect from, monitor port)."""
     target, source = _resolve(config, address, "monitor")
-    if config is not None and target.startswith("unix:"):  # the admin socket
+    if config is not None and tsc.is_admin_socket(target):
         return target, None, tsc.Config.load(config).ports.monitor
     return target, source, tsc.NodeAddress.parse(target).port
 
