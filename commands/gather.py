@@ -18,7 +18,7 @@ Transports = Callable[[], httpx.BaseTransport] | None
 def _client(
     address: str, source: str | None, timeout: float, transport: Transports
 ) -> tsc.NodeClient:
-    if transport is not None and not address.startswith("unix:"):
+    if transport is not None and not tsc.is_admin_socket(address):
         return tsc.NodeClient(address, timeout=timeout, transport=transport())
     return tsc.NodeClient(address, timeout=timeout, source_address=source)
 

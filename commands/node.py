@@ -11,7 +11,7 @@ import tsconsensus as tsc
 
 from .exit_codes import EPILOG
 from .render import emit_line, handles_errors, stderr
-from .target import command_client, timeout_opt
+from .target import command_target, timeout_opt
 
 app = typer.Typer(help="Run a cluster node.", no_args_is_help=True)
 
@@ -43,21 +43,17 @@ def stop(
 
     Example: tsc node stop --config node1.toml
     """
-    # Userspace mode: the admin socket, also afterwards (the node's address is reachable
-    # only through tailscaled there, and a managed node's own tailscaled stops with it).
-    admin = tsc.admin_endpoint(tsc.Config.load(config))
-    with command_client(config, None, 10.0) as client:
+    # Where the node is, decided once and asked there until it exits. Userspace mode: the
+    # admin socket, also afterwards (the node's address is reachable only through tailscaled
+    # there, and a managed node's own tailscaled stops with it).
+    target, source = command_target(config, None)
+    with tsc.NodeClient(target, timeout=10.0, source_address=source) as client:
         client.stop_node()
     deadline = time.monotonic() + timeout
     with stderr.status("waiting for the node to exit..."):
         while time.monotonic() < deadline:
             try:
-                probe = (
-                    tsc.NodeClient(admin, timeout=1.0)
-                    if admin is not None
-                    else command_client(config, None, 1.0)
-                )
-                with probe:
+                with tsc.NodeClient(target, timeout=1.0, source_address=source) as probe:
                     probe.request("GET", "/healthz")
             except tsc.NodeUnreachableError:
                 emit_line("node stopped")

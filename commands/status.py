@@ -60,7 +60,7 @@ def status_command(
     Example: tsc status --config node1.toml --watch
     """
     first, source, monitor_port = resolve_monitor(config, address)
-    transport = member_transport(config)
+    transport = member_transport(config, first)
     if watch:
         _watch(first, source, monitor_port, timeout, interval, window, as_json, transport)
         return

@@ -64,8 +64,14 @@ def _resolve(config: Path | None, address: str | None, port_of: str) -> tuple[st
     return target, me.address
 
 
+def command_target(config: Path | None, address: str | None) -> tuple[str, str | None]:
+    """(the command port's address or the admin socket, source address to connect from): for
+    a caller that opens several clients to one node and should decide where it is once."""
+    return _resolve(config, address, "command")
+
+
 def command_client(config: Path | None, address: str | None, timeout: float) -> tsc.NodeClient:
-    target, source = _resolve(config, address, "command")
+    target, source = command_target(config, address)
     return tsc.NodeClient(target, timeout=timeout, source_address=source)
 
 
@@ -77,14 +83,17 @@ def monitor_client(config: Path | None, address: str | None, timeout: float) -> 
 def resolve_monitor(config: Path | None, address: str | None) -> tuple[str, str | None, int]:
     """(monitor address to ask first, source address to connect from, monitor port)."""
     target, source = _resolve(config, address, "monitor")
-    if config is not None and target.startswith("unix:"):  # the admin socket
+    if config is not None and tsc.is_admin_socket(target):
         return target, None, tsc.Config.load(config).ports.monitor
     return target, source, tsc.NodeAddress.parse(target).port
 
 
-def member_transport(config: Path | None) -> Any:
+def member_transport(config: Path | None, first: str) -> Any:
     """In userspace mode, what dials the other members through this host's tailscaled (a
-    factory of httpx transports, for ``gather``); None where TCP reaches them directly."""
+    factory of httpx transports, for ``gather``); None where TCP reaches them directly.
+    ``first``: what :func:`resolve_monitor` gave; only in userspace mode is it the admin
+    socket, so it carries the mode and tailscaled is not asked again."""
     if config is None:
         return None
-    return tsc.member_transport(tsc.Config.load(config))
+    cfg = tsc.Config.load(config)
+    return tsc.member_transport(cfg, userspace=tsc.is_admin_socket(first))

@@ -104,6 +104,28 @@ def tsc_run(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+def tsc_until_ok(
+    *args: str,
+    timeout: float,
+    interval: float = 0.1,
+    what: str = "",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tsc ARGS`` (:func:`tsc_run`) until it exits 0, within ``timeout`` seconds, and
+    return that run: for a node still starting (no admin socket, no leader yet). Fails with
+    :func:`eventually`'s AssertionError naming ``what``, chained to the last run's exit code
+    and stderr."""
+
+    def attempt() -> subprocess.CompletedProcess[str]:
+        done = tsc_run(*args, env=env)
+        if done.returncode != 0:
+            # raised rather than returned, so eventually() chains the last stderr to its failure
+            raise RuntimeError(f"tsc exited {done.returncode}: {done.stderr.strip()}")
+        return done
+
+    return eventually(attempt, timeout=timeout, interval=interval, what=what or f"tsc {args}")
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, options: str) -> Iterator[Path]:
     """A tmpfs mounted on ``path`` with ``options`` (e.g. ``size=2m``, ``ro,size=1m``) for the

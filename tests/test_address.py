@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tsconsensus import InvalidAddressError, NodeAddress
+from tsconsensus import InvalidAddressError, NodeAddress, is_admin_socket
 
 
 @pytest.mark.parametrize(
@@ -80,3 +80,9 @@ def test_parse_never_raises_anything_else(text: str) -> None:
 def test_every_ip_and_port_round_trips(ip: object, port: int) -> None:
     address = NodeAddress(str(ip), port)
     assert NodeAddress.parse(str(address)) == address
+
+
+def test_only_a_unix_address_names_an_admin_socket() -> None:
+    assert is_admin_socket("unix:/var/lib/tsconsensus/admin.sock")
+    for tcp in ("100.64.0.1:6271", "[fd7a::1]:6271", "http://node1:6271", "unixbox:6271"):
+        assert not is_admin_socket(tcp), tcp

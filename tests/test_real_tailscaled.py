@@ -24,7 +24,7 @@ import pytest
 
 from tsconsensus.testing.cluster import node_command
 
-from .helpers import eventually, free_port, tsc_run
+from .helpers import free_port, tsc_run, tsc_until_ok
 
 SOCKET = os.environ.get("TSC_REAL_TAILSCALED_SOCKET", "")
 TAG = os.environ.get("TSC_REAL_TAILSCALED_TAG", "")
@@ -48,27 +48,12 @@ def test_one_node_cluster_on_a_real_tailscaled(tmp_path: Path) -> None:
     with open(tmp_path / "node.log", "ab") as out:
         proc = subprocess.Popen([*node_command(), str(config)], stdout=out, stderr=out)
     try:
-        done = eventually(
-            lambda: (
-                (
-                    r := tsc_run(
-                        "exec",
-                        "--config",
-                        str(config),
-                        "--name",
-                        "set",
-                        "--args",
-                        '{"real": true}',
-                        "--json",
-                    )
-                ).returncode
-                == 0
-                and r
-            ),
+        done = tsc_until_ok(
+            "exec", "--config", str(config), "--name", "set", "--args", '{"real": true}', "--json",
             timeout=60,
             interval=0.5,
             what="a command committed on the node",
-        )
+        )  # fmt: skip
         assert json.loads(done.stdout)["error"] is None
         read = tsc_run(
             "exec", "--config", str(config), "--name", "get", "--args", '{"key": "real"}'

@@ -24,7 +24,8 @@ from tsconsensus.localapi import LocalAPIClient, LocalAPITailnet
 from tsconsensus.testing.cluster import node_command
 from tsconsensus.testing.emulator import EmulatedNode, EmulatedTailnet, LocalAPIEmulator
 
-from .helpers import eventually, free_port, tsc_run
+from .cli import CliResult, run_cli
+from .helpers import eventually, free_port, tsc_until_ok
 
 TAG = "tag:db"
 
@@ -175,7 +176,7 @@ def test_mode_is_detected_from_tailscaled_and_can_be_forced(
 
 
 def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socket(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = EmulatedNode("solo", ["100.64.8.1"], [TAG], wire=f"127.0.0.23:{free_port('127.0.0.23')}")
     ports = {"raft": free_port(), "command": free_port(), "monitor": free_port()}
@@ -197,26 +198,11 @@ def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socke
             admin = state / "admin.sock"
             eventually(admin.exists, timeout=20, what="the admin socket")
             assert stat.S_IMODE(os.stat(admin).st_mode) == 0o600
-            done = eventually(
-                lambda: (
-                    (
-                        r := tsc_run(
-                            "exec",
-                            "--config",
-                            str(config),
-                            "--name",
-                            "set",
-                            "--args",
-                            '{"k": 1}',
-                            "--json",
-                        )
-                    ).returncode
-                    == 0
-                    and r
-                ),
+            done = tsc_until_ok(
+                "exec", "--config", str(config), "--name", "set", "--args", '{"k": 1}', "--json",
                 timeout=30,
                 what="tsc exec through the admin socket",
-            )
+            )  # fmt: skip
             assert json.loads(done.stdout)["error"] is None
             with tsc.NodeClient(f"unix:{admin}", timeout=5) as client:
                 assert client.status()["state"] == "leader"
@@ -239,8 +225,18 @@ def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socke
                     if ln.split()[3] == "0A" and ln.split()[1].endswith(f":{port:04X}")
                 ]
                 assert bound == [f"0100007F:{port:04X}"], bound
-            stop = tsc_run("node", "stop", "--config", str(config))
-            assert stop.returncode == 0, stop.stderr
+            # In auto mode each command asks tailscaled for the mode once and passes the
+            # answer on (in-process here, where the questions can be counted).
+            this = ("--config", str(config))
+            doctor, asked = _asking_the_mode(monkeypatch, "doctor", *this, "--json")
+            checks = {c["check"]: c for c in json.loads(doctor.stdout)["checks"]}
+            assert checks["mode"]["status"] == checks["node"]["status"] == "ok", checks
+            assert asked == 1
+            status, asked = _asking_the_mode(monkeypatch, "status", *this)
+            assert status.code == 0 and asked == 1, status.stderr
+            stop, asked = _asking_the_mode(monkeypatch, "node", "stop", *this)
+            assert stop.code == 0 and "node stopped" in stop.stdout, stop.stderr
+            assert asked == 1
             # "node stopped" only once the node no longer answers where tsc asked it
             still = tsc.NodeClient(f"unix:{admin}", timeout=1)
             with pytest.raises(tsc.NodeUnreachableError), still:
@@ -251,6 +247,20 @@ def test_a_node_in_userspace_mode_listens_on_loopback_and_serves_its_admin_socke
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+
+
+def _asking_the_mode(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[CliResult, int]:
+    """``tsc ARGS`` in-process, and how often it asked tailscaled for its networking mode."""
+    asked = [0]
+    real = LocalAPITailnet.userspace
+
+    def counted(self: LocalAPITailnet) -> bool:
+        asked[0] += 1
+        return real(self)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(LocalAPITailnet, "userspace", counted)
+        return run_cli(*args), asked[0]
 
 
 class _LoopbackTailnet:

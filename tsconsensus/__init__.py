@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .address import NodeAddress
 from .authorization import Authorizer
-from .client import NodeClient
+from .client import NodeClient, is_admin_socket
 from .clock import Clock, SystemClock
 from .config import (
     ClusterConfig,
@@ -130,6 +130,7 @@ __all__ = [
     "admin_endpoint",
     "build_tailnet",
     "diagnose",
+    "is_admin_socket",
     "load_state_machine",
     "member_transport",
     "node_address",

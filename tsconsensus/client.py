@@ -40,6 +40,12 @@ UNIX_PREFIX = "unix:"
 """``unix:/path/admin.sock`` names a node's local admin socket instead of a TCP port."""
 
 
+def is_admin_socket(address: str) -> bool:
+    """True when ``address`` (as :class:`NodeClient` takes it) names a node's local admin
+    socket (``unix:PATH``), False for ``host:port`` or a URL. Checks the form only."""
+    return address.startswith(UNIX_PREFIX)
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One TLS context for every client of the process (building one reads the CA bundle:
@@ -71,7 +77,7 @@ def _base_url(address: str) -> str:
     """``http://host:port`` for ``host:port`` (validated) or a URL (kept as given)."""
     if address.startswith(("http://", "https://")):
         return address
-    if address.startswith(UNIX_PREFIX):
+    if is_admin_socket(address):
         return "http://local-admin"
     return f"http://{NodeAddress.parse(address)}"
 
@@ -98,7 +104,7 @@ class NodeClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = _base_url(address)
-        if transport is None and address.startswith(UNIX_PREFIX):
+        if transport is None and is_admin_socket(address):
             self.base_url = address  # in messages: which socket
             transport = httpx.HTTPTransport(uds=address[len(UNIX_PREFIX) :], retries=0)
         if transport is None:

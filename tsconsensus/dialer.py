@@ -11,7 +11,8 @@ node listens on 127.0.0.1 only and dials every Raft, command and monitor connect
 the tailnet backend's ``dial``.
 
 The mode is asked of tailscaled (its status says whether it uses a TUN device) unless
-``tailnet.mode`` forces it. :func:`networking` decides once, at start.
+``tailnet.mode`` forces it: :func:`detect_userspace` asks, :func:`networking` decides once, at
+start, and a caller that has already decided passes its answer on instead of asking again.
 """
 
 from __future__ import annotations
@@ -55,16 +56,27 @@ class Networking:
     """Names an HTTP connection's peer by its tailnet address (userspace mode)."""
 
 
-def networking(tailnet: Tailnet, me: Peer, config: Config) -> Networking:
-    """The node's networking. Raises :class:`ConfigError` if userspace mode is forced on a
+def detect_userspace(tailnet: Tailnet, config: Config) -> bool:
+    """Whether the node runs in userspace networking: as ``tailnet.mode`` forces it, else as
+    the tailnet reports (one question to tailscaled; a backend that cannot tell is TUN mode).
+    Raises :class:`TailnetError` if tailscaled cannot say its mode."""
+    if config.tailnet.mode != "auto":
+        return config.tailnet.mode == "userspace"
+    detect = getattr(tailnet, "userspace", None)
+    return bool(detect()) if callable(detect) else False
+
+
+def networking(
+    tailnet: Tailnet, me: Peer, config: Config, *, userspace: bool | None = None
+) -> Networking:
+    """The node's networking. ``userspace``: the mode when the caller has already decided it
+    (it then wins over ``tailnet.mode``, and tailscaled is not asked); None decides it with
+    :func:`detect_userspace`. Raises :class:`ConfigError` if userspace mode is forced on a
     backend that cannot dial, :class:`TailnetError` if tailscaled cannot say its mode."""
     mode = config.tailnet.mode
     can_dial = hasattr(tailnet, "dial_async") and hasattr(tailnet, "dial")
-    if mode == "auto":
-        detect = getattr(tailnet, "userspace", None)
-        userspace = bool(detect()) if callable(detect) else False
-    else:
-        userspace = mode == "userspace"
+    if userspace is None:
+        userspace = detect_userspace(tailnet, config)
     if not userspace:
         return Networking(False, me.address)
     if not can_dial:

@@ -57,7 +57,8 @@ def diagnose(config: Config, *, timeout: float = 2.0) -> list[SetupCheck]:
                 "its peers through tailscaled",
             )
         )
-        here = look_here(config, net.listen_host, timeout, endpoint=admin_endpoint(config))
+        endpoint = admin_endpoint(config, userspace=True)  # the mode is decided: not asked again
+        here = look_here(config, net.listen_host, timeout, endpoint=endpoint)
     else:
         here = look_here(config, me.address, timeout)
     checks.append(node_check(config, here))

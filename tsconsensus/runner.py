@@ -16,7 +16,7 @@ from .admin_socket import admin_socket_path
 from .client import UNIX_PREFIX
 from .config import Config
 from .consensus import Consensus
-from .dialer import networking
+from .dialer import detect_userspace, networking
 from .errors import ConfigError, TailnetError
 from .loader import load_state_machine
 from .managed_tailscaled import ManagedTailscaled, managed_socket_path
@@ -58,10 +58,16 @@ def start_from_config(config: Config) -> Consensus:
     return node
 
 
-def admin_endpoint(config: Config) -> str | None:
+def admin_endpoint(config: Config, *, userspace: bool | None = None) -> str | None:
     """``unix:STATE_DIR/admin.sock`` when a local client should talk to this node through its
     admin socket: the socket exists and the node runs in userspace mode (forced, managed, or
-    as tailscaled reports), where a local process is not a tailnet peer. Else None (TCP)."""
+    as tailscaled reports), where a local process is not a tailnet peer. Else None (TCP).
+
+    Only ``tailnet.mode = "auto"`` with the localapi backend needs tailscaled's word on the
+    mode: ``userspace`` is that word when the caller already has it (``Networking.userspace``,
+    or whether an earlier answer of this function was an admin socket), so tailscaled is asked
+    once per decision; None asks it here (a tailscaled that does not answer counts as
+    userspace: the socket still reaches the node). The config decides every other case."""
     state_dir = config.storage.state_dir
     if not state_dir or state_dir == ":memory:":
         return None
@@ -69,25 +75,31 @@ def admin_endpoint(config: Config) -> str | None:
     if not path.exists() or config.tailnet.backend == "static" or config.tailnet.mode == "tun":
         return None
     if config.tailnet.mode == "auto" and config.tailnet.backend == "localapi":
-        try:
-            userspace = not build_tailnet(config).client.status().tun  # type: ignore[attr-defined]
-        except TailnetError:
-            userspace = True  # tailscaled down: the socket still reaches the node
+        if userspace is None:
+            try:
+                userspace = detect_userspace(build_tailnet(config), config)
+            except TailnetError:
+                userspace = True  # tailscaled down: the socket still reaches the node
         if not userspace:
             return None
     return f"{UNIX_PREFIX}{path}"
 
 
-def member_transport(config: Config) -> Callable[[], httpx.BaseTransport] | None:
+def member_transport(
+    config: Config, *, userspace: bool | None = None
+) -> Callable[[], httpx.BaseTransport] | None:
     """For a local client of this node (``tsc status``) that must reach the other members:
     in userspace mode, a factory of httpx transports that dial them through this host's
     tailscaled (a local process cannot reach tailnet addresses directly there); None when
-    a direct TCP connection works (TUN mode, static tailnet). Raises :class:`TailnetError`
-    if tailscaled cannot be asked."""
-    if admin_endpoint(config) is None:
+    a direct TCP connection works (TUN mode, static tailnet), or when the node has no admin
+    socket (then :func:`admin_endpoint` is None too). ``userspace``: the mode if already
+    decided, as for :func:`admin_endpoint`. Raises :class:`TailnetError` if tailscaled cannot
+    be asked."""
+    if admin_endpoint(config, userspace=userspace) is None:
         return None
     tailnet = build_tailnet(config)
-    make = networking(tailnet, tailnet.self_peer(), config).http_transport
+    # an admin endpoint means userspace mode: decided above, not asked of tailscaled again
+    make = networking(tailnet, tailnet.self_peer(), config, userspace=True).http_transport
     if make is None:
         return None
     return functools.partial(make, 4)

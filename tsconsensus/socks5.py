@@ -2,8 +2,8 @@
 
 tailscaled in userspace-networking mode can serve a SOCKS5 proxy (``--socks5-server=ADDR``)
 through which local processes reach tailnet peers; with ``tailnet.socks5`` set, the LocalAPI
-backend dials through it instead of the LocalAPI ``dial`` upgrade. Both functions raise
-:class:`OSError` (``ConnectionRefusedError`` when the proxy refuses the request).
+backend dials through it instead of the LocalAPI ``dial`` upgrade. Both ``connect`` functions
+raise :class:`OSError` (``ConnectionRefusedError`` when the proxy refuses the request).
 """
 
 from __future__ import annotations
@@ -52,12 +52,19 @@ def _reply_rest(head: bytes, proxy: str, host: str, port: int) -> int:
     return {1: 4, 4: 16}.get(head[3], -1) + 2
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes from blocking ``sock`` (within its timeout). Raises
+    :class:`ConnectionResetError` if the other side closes first, :class:`OSError` otherwise.
+
+    Public within the package so the testing emulator's SOCKS5 server reads with it too.
+    """
     data = b""
     while len(data) < n:
         chunk = sock.recv(n - len(data))
         if not chunk:
-            raise ConnectionResetError("SOCKS5 proxy closed the connection")
+            raise ConnectionResetError(
+                f"SOCKS5 peer closed the connection ({len(data)} of {n} bytes read)"
+            )
         data += chunk
     return data
 
@@ -68,12 +75,12 @@ def connect(proxy: str, host: str, port: int, timeout: float) -> socket.socket:
     sock = socket.create_connection((where.host, where.port), timeout=timeout)
     try:
         sock.sendall(b"\x05\x01\x00")
-        _check_greeting(_recv_exactly(sock, 2), proxy)
+        _check_greeting(recv_exactly(sock, 2), proxy)
         sock.sendall(_request(host, port))
-        rest = _reply_rest(_recv_exactly(sock, 4), proxy, host, port)
+        rest = _reply_rest(recv_exactly(sock, 4), proxy, host, port)
         if rest < 2:  # a domain name: its length comes first
-            rest = _recv_exactly(sock, 1)[0] + 2
-        _recv_exactly(sock, rest)
+            rest = recv_exactly(sock, 1)[0] + 2
+        recv_exactly(sock, rest)
         sock.settimeout(None)
         return sock
     except BaseException:

@@ -31,6 +31,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from ..socks5 import recv_exactly
+
 log = logging.getLogger("tsconsensus.testing.emulator")
 
 _CLONE_NEWNET = 0x40000000
@@ -49,16 +51,6 @@ def enter_netns(name: str) -> None:
             raise OSError(errno, f"setns into {name}: {os.strerror(errno)}")
     finally:
         os.close(fd)
-
-
-def _exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise OSError("closed early")
-        data += chunk
-    return data
 
 
 def split_wire(wire: str) -> tuple[str, int]:
@@ -118,27 +110,10 @@ class Netstack:
         self._socks: socket.socket | None = None
 
     def start(self) -> None:
+        """Listen on the wire address (nothing in TUN mode). Raises :class:`OSError`."""
         if not self.wire:
             return
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                if self.netns:
-                    enter_netns(self.netns)
-                self._listener = socket.create_server(split_wire(self.wire), backlog=128)
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._accept(self._listener)
-
-        threading.Thread(target=run, name="emulator-wire", daemon=True).start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
+        self._listener = self._serve(self.wire, 128, "emulator-wire", self._inbound)
 
     def stop(self) -> None:
         self._closed = True
@@ -148,13 +123,41 @@ class Netstack:
                     listener.shutdown(socket.SHUT_RDWR)
                 listener.close()
 
-    def _accept(self, listener: socket.socket) -> None:
-        while not self._closed:
+    def _serve(
+        self, address: str, backlog: int, name: str, handle: Callable[[socket.socket, str], None]
+    ) -> socket.socket:
+        """Listen at ``address`` (``ip:port``) on a thread ``name`` of its own, inside
+        ``netns``, and give each connection and its source IP to ``handle`` on a new thread
+        until :meth:`stop`. Returns the listener once it listens; raises :class:`OSError` if it
+        cannot (:class:`TimeoutError` if the thread never says)."""
+        ready = threading.Event()
+        outcome: list[socket.socket | BaseException] = []
+
+        def run() -> None:
+            # setns moves only the calling thread, hence a thread of its own for the listener
             try:
-                conn, addr = listener.accept()
-            except OSError:
+                if self.netns:
+                    enter_netns(self.netns)
+                listener = socket.create_server(split_wire(address), backlog=backlog)
+            except BaseException as exc:
+                outcome.append(exc)
+                ready.set()
                 return
-            threading.Thread(target=self._inbound, args=(conn, addr[0]), daemon=True).start()
+            outcome.append(listener)
+            ready.set()
+            while not self._closed:
+                try:
+                    conn, source = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=handle, args=(conn, source[0]), daemon=True).start()
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+        if not ready.wait(10):
+            raise TimeoutError(f"{name} did not start listening at {address}")
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
 
     def _inbound(self, conn: socket.socket, wire_ip: str) -> None:
         """A peer's netstack hands us a connection: deliver it to our loopback."""
@@ -195,45 +198,22 @@ class Netstack:
     def start_socks5(self, address: str) -> None:
         """Serve a SOCKS5 proxy (no auth, CONNECT) at ``address`` (``ip:port``) that dials
         like :meth:`dial`. Raises :class:`OSError` if it cannot listen."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
+        self._socks = self._serve(address, 64, "emulator-socks5", self._socks_client)
 
-        def run() -> None:
-            try:
-                if self.netns:
-                    enter_netns(self.netns)
-                self._socks = socket.create_server(split_wire(address), backlog=64)
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            while not self._closed:
-                try:
-                    conn, _ = self._socks.accept()
-                except OSError:
-                    return
-                threading.Thread(target=self._socks_client, args=(conn,), daemon=True).start()
-
-        threading.Thread(target=run, name="emulator-socks5", daemon=True).start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
-
-    def _socks_client(self, conn: socket.socket) -> None:
+    def _socks_client(self, conn: socket.socket, _source_ip: str) -> None:
         try:
             conn.settimeout(10)
-            head = _exactly(conn, 2)
-            _exactly(conn, head[1])  # the methods offered; "no auth" is what we take
+            head = recv_exactly(conn, 2)
+            recv_exactly(conn, head[1])  # the methods offered; "no auth" is what we take
             conn.sendall(b"\x05\x00")
-            ver, cmd, _, atyp = _exactly(conn, 4)
+            ver, cmd, _, atyp = recv_exactly(conn, 4)
             if atyp == 1:
-                host = socket.inet_ntop(socket.AF_INET, _exactly(conn, 4))
+                host = socket.inet_ntop(socket.AF_INET, recv_exactly(conn, 4))
             elif atyp == 4:
-                host = socket.inet_ntop(socket.AF_INET6, _exactly(conn, 16))
+                host = socket.inet_ntop(socket.AF_INET6, recv_exactly(conn, 16))
             else:
-                host = _exactly(conn, _exactly(conn, 1)[0]).decode("idna")
-            port = int.from_bytes(_exactly(conn, 2), "big")
+                host = recv_exactly(conn, recv_exactly(conn, 1)[0]).decode("idna")
+            port = int.from_bytes(recv_exactly(conn, 2), "big")
             if ver != 5 or cmd != 1:
                 conn.sendall(b"\x05\x07\x00\x01" + bytes(6))
                 raise OSError("only CONNECT is served")
