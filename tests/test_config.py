@@ -65,6 +65,7 @@ def test_config_is_frozen() -> None:
         ("[raft]\nheartbeat_interval_s = 0.25", "raft.heartbeat_interval_s", 0.25),
         ("[raft]\nelection_timeout_max_s = 0.6", "raft.election_timeout_max_s", 0.6),
         ("[raft]\nbogus = 1", "raft.bogus", 1),
+        ("[raft]\ncompaction_min_bytes = 4096", "raft.compaction_min_bytes", 4096),
         ("[nope]\nx = 1", "nope", {"x": 1}),
         ("[cluster]\ntag = 'db'", "cluster.tag", "db"),
         ("[tailnet]\nbackend = 'carrier-pigeon'", "tailnet.backend", "carrier-pigeon"),

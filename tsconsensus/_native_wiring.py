@@ -26,6 +26,7 @@ from ._engine import EngineNode, hex_id
 from ._executor import CommandExecutor
 from ._http import HttpServer
 from ._loop import LoopThread
+from ._memory import release_free_memory
 from ._outcomes import FailReason
 from ._storage_switches import PLANTED_BUG_ENV, open_switched_storage
 from .address import NodeAddress
@@ -113,6 +114,7 @@ def core_config(config: Config, member: int, cluster_id: int) -> tuple[CoreConfi
             max_message_bytes=message,
             max_uncommitted_bytes=max(64 * 1024 * 1024, 4 * max_entry),
             snapshot_entries=raft.compaction_min_entries,
+            snapshot_bytes=raft.compaction_min_bytes,
             compaction_keep=min(1000, raft.compaction_min_entries // 2),
         ),
         tick,
@@ -211,6 +213,7 @@ def build_engine(
         parse_address=_parse_raft_address,
         address_hints=hints,
         on_fatal=on_fatal,
+        after_snapshot=release_free_memory,
         rng=random.Random(),
     )
     node_name = hex_id(storage.member_id)

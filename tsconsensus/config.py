@@ -115,6 +115,9 @@ class RaftConfig:
     """A follower that hears no leader for a random time in [min, max] starts an election."""
     compaction_min_entries: int = 50_000
     """A snapshot is taken (and the log compacted behind it) after this many applied entries."""
+    compaction_min_bytes: int = 32 * 1024 * 1024
+    """... or after this many bytes of applied entries (or as many as the last snapshot's size,
+    if larger), whichever comes first: the log since the last snapshot stays in memory."""
     dedup_window_s: float = 120.0
     """How long a request id (with its outcome) is remembered, so a retry is not applied twice."""
 
@@ -141,6 +144,12 @@ class RaftConfig:
         if self.compaction_min_entries < 2:
             raise ConfigError(
                 "raft.compaction_min_entries", self.compaction_min_entries, "must be at least 2"
+            )
+        if self.compaction_min_bytes < 1024 * 1024:
+            raise ConfigError(
+                "raft.compaction_min_bytes",
+                self.compaction_min_bytes,
+                "must be at least 1048576 (1 MiB): a snapshot per few commands would stall them",
             )
         _check_positive("raft.dedup_window_s", self.dedup_window_s)
 

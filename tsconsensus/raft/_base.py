@@ -71,6 +71,7 @@ class CoreState:
         self._durable_term = self.term
         self._dirty_from = self.log.last_index + 1
         self._handed = self.log.offset  # last index handed out for applying
+        self._handed_bytes = 0  # bytes of the entries handed out since the last snapshot
         self.leader = NONE
         self._votes: dict[int, bool] = {}
         self._election_elapsed = 0

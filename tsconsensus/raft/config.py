@@ -41,8 +41,14 @@ class CoreConfig:
     snapshot_chunks_inflight: int = 4
     snapshot_entries: int = 10_000
     """Ask for a snapshot once this many applied entries follow the last one."""
+    snapshot_bytes: int = 32 * 1024 * 1024
+    """... or once the applied entries after it hold this many bytes, or as many bytes as the
+    last snapshot if that is more (large entries would otherwise keep gigabytes of log in
+    memory; a large state is not rewritten for every few megabytes of log)."""
     compaction_keep: int = 1_000
     """Entries kept behind a snapshot, so a slightly slow follower needs no snapshot."""
+    compaction_keep_bytes: int = 4 * 1024 * 1024
+    """... and at most this many bytes of them."""
     pre_vote: bool = True
     check_quorum: bool = True
     auto_promote: bool = True
@@ -84,6 +90,12 @@ class CoreConfig:
                 raise ValueError(f"{name} {getattr(self, name)}: must be at least 1")
         if self.compaction_keep < 0:
             raise ValueError(f"compaction_keep {self.compaction_keep}: must not be negative")
+        if self.compaction_keep_bytes < 0:
+            raise ValueError(
+                f"compaction_keep_bytes {self.compaction_keep_bytes}: must not be negative"
+            )
+        if self.snapshot_bytes < 1:
+            raise ValueError(f"snapshot_bytes {self.snapshot_bytes}: must be at least 1")
         if self.max_uncommitted_bytes < self.max_entry_bytes:
             raise ValueError(
                 f"max_uncommitted_bytes {self.max_uncommitted_bytes}: must be at least "

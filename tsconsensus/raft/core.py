@@ -168,11 +168,25 @@ class RaftCore(Replication, FollowerSide):
         if meta.index > self._handed or self.log.term(meta.index) != meta.term:
             raise ValueError(f"snapshot at {meta.index} is not of an applied entry")
         self.snapshot = snapshot
-        keep_from = meta.index - self.config.compaction_keep
+        after = self.log.entries(meta.index + 1, self._handed + 1)
+        self._handed_bytes = sum(e.size for e in after)
+        keep_from = self._keep_from(meta.index)
         if keep_from > self.log.offset:
             self.log.compact(keep_from)
             while len(self._configs) > 1 and self._configs[1][0] <= keep_from:
                 self._configs.pop(0)
+
+    def _keep_from(self, index: int) -> int:
+        """Compact through the returned index: keep at most ``compaction_keep`` entries up to
+        ``index``, and at most ``compaction_keep_bytes`` of them."""
+        keep_from = max(index - self.config.compaction_keep, self.log.offset)
+        kept, i = 0, index
+        while i > keep_from:
+            kept += self.log.entry(i).size
+            if kept > self.config.compaction_keep_bytes:
+                break
+            i -= 1
+        return i
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -362,10 +376,15 @@ class RaftCore(Replication, FollowerSide):
         committed: tuple[Entry, ...] = ()
         if upto > self._handed:
             committed = tuple(self.log.entries(self._handed + 1, upto + 1))
+        handed_bytes = self._handed_bytes + sum(e.size for e in committed)
         due = False
         if not self._snapshot_asked and self._install is None:
             base = self.snapshot.meta.index if self.snapshot is not None else 0
-            due = self._handed + len(committed) - base >= self.config.snapshot_entries
+            last_size = len(self.snapshot.data) if self.snapshot is not None else 0
+            due = (
+                self._handed + len(committed) - base >= self.config.snapshot_entries
+                or handed_bytes >= max(self.config.snapshot_bytes, last_size)
+            )
         rd = Ready(
             hard_state=hard_state,
             entries=entries,
@@ -383,6 +402,7 @@ class RaftCore(Replication, FollowerSide):
         if not rd:
             return rd
         self._handed += len(committed)
+        self._handed_bytes = handed_bytes
         self._snapshot_asked = self._snapshot_asked or due
         self._last_hs, self._last_soft = hs, soft
         self._install = None

@@ -103,5 +103,6 @@ class FollowerSide(CoreState):
         self._install = snap
         self.commit = meta.index
         self._handed = meta.index
+        self._handed_bytes = 0
         self.stable_index = min(self.stable_index, meta.index)
         self._dirty_from = meta.index + 1
