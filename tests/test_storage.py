@@ -195,6 +195,20 @@ def test_snapshot_releases_wal_and_reopens_with_following_entries(tmp_path: Path
         assert st.hard_state == HardState(1, 0, 129)
 
 
+def test_a_saved_snapshot_comes_back_as_a_view_of_its_file_not_the_bytes(tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    with FileStorage(tmp_path, segment_bytes=SMALL) as s:
+        fill(s, 1, 20)
+        stored = s.save_snapshot(snap(10, data=data))
+        assert stored is not None and stored.meta == snap(10).meta
+        assert isinstance(stored.data, memoryview) and stored.data == data
+        assert s.save_snapshot(snap(5)) is None  # not newer: nothing done
+    with FileStorage(tmp_path, segment_bytes=SMALL, use_mmap=False) as s:
+        fill(s, 21, 30)
+        copied = s.save_snapshot(snap(25, data=b"kept as passed"))
+        assert copied is not None and copied.data == b"kept as passed"
+
+
 def test_hard_state_survives_the_release_of_the_segment_that_held_it(tmp_path: Path) -> None:
     with FileStorage(tmp_path, segment_bytes=SMALL) as s:
         s.save(HardState(7, 3, 0), [entry(1)])

@@ -191,7 +191,7 @@ class AcknowledgeBeforeSync:
     def sync(self) -> None:
         self._storage.sync()
 
-    def save_snapshot(self, snapshot: Snapshot) -> bool:
+    def save_snapshot(self, snapshot: Snapshot) -> Snapshot | None:
         return self._storage.save_snapshot(snapshot)
 
     @property

@@ -97,8 +97,7 @@ class ApplyWorker:
                     self._restore(snap)
                     self.applied = snap.meta.index
                 elif kind == "snapshot":
-                    index, data = self._take_snapshot()
-                    self._on_snapshot(index, data)
+                    self._on_snapshot(*self._take_snapshot())  # no local keeps the bytes alive
                 elif kind == "read":
                     self._read_waiters.append(item)  # type: ignore[arg-type]
                 elif kind == "call":

@@ -47,6 +47,8 @@ class Driver:
 
     ``address`` is this member's Raft address (``host:port``), recorded in configurations so
     that peers can dial it; ``parse_address`` turns such an address into (host, port).
+    ``after_snapshot`` runs on the disk thread once a snapshot taken here is saved and its
+    bytes are dropped (the node gives the freed memory back to the OS there).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Driver:
         on_driver_frame: Callable[[int, bytes], None] = lambda member, payload: None,
         on_view: Callable[[DriverView], None] = lambda view: None,
         on_fatal: Callable[[BaseException], None] = lambda exc: None,
+        after_snapshot: Callable[[], object] = lambda: None,
         rng: random.Random | None = None,
         address_hints: dict[int, str] | None = None,
         dial: Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
@@ -79,6 +82,7 @@ class Driver:
         self.core = RaftCore(config, initial, rng or random.Random())
         self._tick_s = tick_s
         self._on_view, self._on_fatal = on_view, on_fatal
+        self._after_snapshot = after_snapshot
         self._on_driver_frame = on_driver_frame
         self._parse_address = parse_address
         # where members were, as learned before the log says (a joining node's first peers)
@@ -423,7 +427,7 @@ class Driver:
         snapshot = Snapshot(meta, data)
         future = self.loop.run_in_executor(self._disk, self.storage.save_snapshot, snapshot)
 
-        def saved(f: asyncio.Future[bool]) -> None:
+        def saved(f: asyncio.Future[Snapshot | None]) -> None:
             exc = f.exception()
             if exc is not None:
                 if isinstance(exc, DiskFullError):
@@ -438,9 +442,13 @@ class Driver:
             if self._snapshot_blocked:
                 log.warning("disk space is back: the snapshot at %d is saved", index)
                 self._snapshot_blocked = False
-            if f.result():
-                self.core.snapshot_taken(snapshot)
+            stored = f.result()
+            if stored is not None:
+                # the stored one: its data is a view of the file, not bytes held in memory
+                self.core.snapshot_taken(stored)
                 self._publish()
+                # a loop turn later, when nothing here holds the bytes any more
+                self.loop.call_soon(self._disk.submit, self._after_snapshot)
 
         future.add_done_callback(saved)
 

@@ -78,17 +78,17 @@ class MemoryStorage:
             if snapshot is not None:
                 self._snapshot = snapshot
 
-    def save_snapshot(self, snapshot: Snapshot) -> bool:
+    def save_snapshot(self, snapshot: Snapshot) -> Snapshot | None:
         meta = snapshot.meta
         with self._lock:
             self._check_cluster(meta)
             if meta.index <= self._tracker.base_index:
-                return False
+                return None
             if self._tracker.term(meta.index) != meta.term:
                 raise ValueError(f"the log holds no entry ({meta.index}, term {meta.term})")
             self._tracker.apply(None, (), (meta.index, meta.term))
             self._snapshot = snapshot
-        return True
+        return snapshot
 
     def _check_cluster(self, meta: SnapshotMeta) -> None:
         if self._cluster_id and meta.cluster_id != self._cluster_id:

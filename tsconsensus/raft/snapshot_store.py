@@ -171,6 +171,22 @@ class SnapshotStore:
         data: bytes | memoryview = body[meta_len:] if self.use_mmap else bytes(body[meta_len:])
         return Snapshot(meta, data)
 
+    def view(self, f: SnapshotFile, written: Snapshot) -> Snapshot:
+        """``written`` (just saved to ``f`` by :meth:`write`) with its data as a view of the
+        mapped file: not read back or checked (it was just written), so none of it is resident
+        until used. Falls back to ``written`` if the file cannot be mapped."""
+        data_len = memoryview(written.data).nbytes
+        size = _HEADER.size + len(encode_snapshot_meta(written.meta)) + data_len
+        try:
+            fd = self.fs.open(f.path, os.O_RDONLY)
+            try:
+                mapped = self.fs.map_readonly(fd, size)
+            finally:
+                self.fs.close(fd)
+        except OSError:
+            return written
+        return Snapshot(written.meta, memoryview(mapped)[size - data_len :])
+
     def set_aside(self, f: SnapshotFile) -> None:
         """Rename a damaged file out of the way (kept for inspection, never read again)."""
         with writing("renaming snapshot", f.path):

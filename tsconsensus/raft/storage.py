@@ -275,9 +275,11 @@ class FileStorage:
                     raise
                 self._commit(change, written)
 
-    def save_snapshot(self, snapshot: Snapshot) -> bool:
+    def save_snapshot(self, snapshot: Snapshot) -> Snapshot | None:
         """Persist a snapshot the layer above took at an entry of this log, then release the
-        WAL segments and the snapshot files it makes unnecessary. Durable on return; False
+        WAL segments and the snapshot files it makes unnecessary. Durable on return; returns
+        the snapshot as stored (with ``use_mmap`` its data is a view of the saved file, so the
+        caller may drop the bytes it passed in: nothing of it is resident until read), or None
         (nothing done) if it does not follow the current snapshot. Raises ValueError if the
         log does not hold entry (index, term); :class:`DiskFullError` (nothing changed)."""
         meta = snapshot.meta
@@ -286,7 +288,7 @@ class FileStorage:
                 self._guard()
                 self._check_cluster(meta)
                 if meta.index <= self._tracker.base_index:
-                    return False
+                    return None
                 if self._tracker.term(meta.index) != meta.term:
                     raise ValueError(f"the log holds no entry ({meta.index}, term {meta.term})")
             written = self._run(lambda: self._snaps.write(snapshot))
@@ -294,12 +296,12 @@ class FileStorage:
                 self._guard()
                 if meta.index <= self._tracker.base_index:
                     self._snaps.remove([written])  # an installed snapshot overtook it
-                    return False
+                    return None
                 if self._tracker.term(meta.index) != meta.term:
                     self._snaps.remove([written])
                     raise ValueError(f"the log no longer holds ({meta.index}, term {meta.term})")
                 self._commit(self._stage(None, (), meta), written)
-        return True
+        return self._snaps.view(written, snapshot) if self._snaps.use_mmap else snapshot
 
     def _check_cluster(self, meta: SnapshotMeta) -> None:
         cluster = self._identity.cluster_id
