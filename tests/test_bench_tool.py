@@ -38,7 +38,8 @@ def expected_rows() -> list[str]:
         "failover (1 leader kill): median ms",
         "failover (1 leader kill): max ms",
         "RSS idle, largest member: MiB",
-        "RSS with 300 keys of 256 B: MiB",
+        "RSS with 300 keys of 256 B, fresh cluster: MiB",
+        "RSS after the whole run plus 300 keys of 256 B: MiB",
         "5 members: writes (a) at 4 clients: commands/s",
         "5 members / 3 members (writes at the same clients)",
     ]

@@ -102,9 +102,9 @@ def rows(settings: dict[str, Any]) -> list[Row]:
     out.append(Row("failover/max", f"failover ({kills}): max ms", "ms"))
     out.append(Row("rss/idle", "RSS idle, largest member: MiB", "MiB"))
     keys = settings["keys"]
-    out.append(
-        Row("rss/keys", f"RSS with {keys:,} keys of {settings['value_bytes']} B: MiB", "MiB")
-    )
+    size = f"{keys:,} keys of {settings['value_bytes']} B"
+    out.append(Row("rss/keys", f"RSS with {size}, fresh cluster: MiB", "MiB"))
+    out.append(Row("rss/after", f"RSS after the whole run plus {size}: MiB", "MiB"))
     top = max(settings["clients"])
     out.append(Row("five/rate", f"5 members: writes (a) at {top} clients: commands/s", "rate"))
     out.append(Row("five/ratio", "5 members / 3 members (writes at the same clients)", "ratio"))

@@ -109,6 +109,7 @@ class Run:
             for system in self.systems:
                 with contextlib.suppress(Exception):
                     system.stop()
+        self._each(self._fresh_memory)
         if s.five_nodes:
             self._each(self._five_against_three)
 
@@ -217,8 +218,24 @@ class Run:
             self.progress(f"{system.name}: {retried} refused load requests retried")
         system.wait_healthy()
         rss = largest_rss_mb(system)
+        self.results.put(system.column, "rss/after", rss)
+        self.progress(f"{system.name}: RSS after the run plus {s.keys:,} keys: {rss:.1f} MiB")
+
+    def _fresh_memory(self, system: System) -> None:
+        """The keys alone: a fresh 3-member cluster loaded with them (its dedup window then
+        holds only the load's own request ids, one per hundred keys: under a MiB)."""
+        s = self.settings
+        cluster = system.another()
+        try:
+            self.progress(f"{system.name}: a fresh cluster, loading {s.keys:,} keys")
+            cluster.start(3)
+            load_keys(cluster, s.keys, s.value_bytes)
+            cluster.wait_healthy()
+            rss = largest_rss_mb(cluster)
+        finally:
+            cluster.stop()
         self.results.put(system.column, "rss/keys", rss)
-        self.progress(f"{system.name}: RSS with {s.keys:,} keys: {rss:.1f} MiB")
+        self.progress(f"{system.name}: RSS with {s.keys:,} keys, fresh cluster: {rss:.1f} MiB")
 
     def _five_against_three(self, system: System) -> None:
         """A fresh 3-member and a fresh 5-member cluster of one system, both running, measured
