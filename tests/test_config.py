@@ -107,3 +107,15 @@ def test_static_peers_load() -> None:
     assert [p.address for p in config.tailnet.peers] == ["127.0.0.2", "127.0.0.3"]
     assert config.tailnet.peers[1].tags == ("tag:a", "tag:b")
     assert config.tailnet.peers[1].online is False
+
+
+def test_the_readme_timing_profile_for_tailnets_that_span_continents_loads() -> None:
+    readme = (EXAMPLE.parent / "README.md").read_text()
+    section = readme.split("### Timing for tailnets that span continents", 1)[1]
+    profile = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = Config.from_toml(profile)
+    raft = config.raft
+    # ten 300 ms round trips before anyone campaigns; a heartbeat fits a round trip with room
+    assert raft.election_timeout_min_s >= 10 * 0.3
+    assert 1.5 * 0.3 <= raft.heartbeat_interval_s <= raft.election_timeout_min_s / 3
+    assert config.command.timeout_s >= 2 * raft.election_timeout_max_s
