@@ -10,4 +10,6 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 .venv/bin/ruff check tsconsensus commands tests examples bench
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+# Two worker processes (most tests wait on real clusters, not on a core); soak runs share one
+# xdist group, so they run one at a time. "-n 0" after this runs everything in one process.
+exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"

@@ -17,6 +17,14 @@ FAST_RAFT = {
 }
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Soak runs measure timing under load (no election for five minutes, the fault runner's
+    # throughput): with pytest-xdist they must not run beside each other.
+    for item in items:
+        if item.get_closest_marker("soak") is not None:
+            item.add_marker(pytest.mark.xdist_group("soak"))
+
+
 def unique_loopback_base() -> str:
     """A 127.a.b.1 base no other test in this run uses, so ports never collide."""
     return f"127.{random.randint(2, 250)}.{random.randint(0, 250)}.1"
