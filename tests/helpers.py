@@ -15,6 +15,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from tsconsensus import Config
 from tsconsensus.testing import LocalCluster
 
 RECORDING = "tsconsensus.testing:RecordingStateMachine"
@@ -142,3 +143,12 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], timeout=30, check=False)
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_timing_profile() -> Config:
+    """The README's timing profile for tailnets that span continents, as a Config."""
+    section = README.read_text().split("### Timing for tailnets that span continents", 1)[1]
+    return Config.from_toml(section.split("```toml\n", 1)[1].split("```", 1)[0])

@@ -8,6 +8,8 @@ import pytest
 
 from tsconsensus import Config, ConfigError
 
+from .helpers import readme_timing_profile
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:
@@ -110,10 +112,7 @@ def test_static_peers_load() -> None:
 
 
 def test_the_readme_timing_profile_for_tailnets_that_span_continents_loads() -> None:
-    readme = (EXAMPLE.parent / "README.md").read_text()
-    section = readme.split("### Timing for tailnets that span continents", 1)[1]
-    profile = section.split("```toml\n", 1)[1].split("```", 1)[0]
-    config = Config.from_toml(profile)
+    config = readme_timing_profile()
     raft = config.raft
     # ten 300 ms round trips before anyone campaigns; a heartbeat fits a round trip with room
     assert raft.election_timeout_min_s >= 10 * 0.3

@@ -26,8 +26,10 @@ import contextlib
 import ctypes
 import logging
 import os
+import queue
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,8 +60,10 @@ def split_wire(wire: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def splice(a: socket.socket, b: socket.socket) -> None:
-    """Copy both ways until both sides are done, then close both (blocking; own thread)."""
+def splice(a: socket.socket, b: socket.socket, latency_s: float = 0.0) -> None:
+    """Copy both ways until both sides are done, then close both (blocking; own thread).
+    With ``latency_s``, every byte arrives that much later in each direction (a delay line:
+    the throughput is kept, only the time in flight grows)."""
 
     def pump(src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -69,6 +73,35 @@ def splice(a: socket.socket, b: socket.socket) -> None:
             pass
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+    def delayed_pump(src: socket.socket, dst: socket.socket) -> None:
+        line: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+
+        def deliver() -> None:
+            while True:
+                due, data = line.get()
+                if not data:
+                    break
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+        writer = threading.Thread(target=deliver, daemon=True)
+        writer.start()
+        try:
+            while data := src.recv(65536):
+                line.put((time.monotonic() + latency_s, data))
+        except OSError:
+            pass
+        line.put((0.0, b""))
+        writer.join()
+
+    if latency_s > 0:
+        pump = delayed_pump
 
     other = threading.Thread(target=pump, args=(b, a), daemon=True)
     other.start()
@@ -107,6 +140,9 @@ class Netstack:
         """Inbound tailnet connections handed to the host's loopback."""
         self.socks5_connections = 0
         """Connections made through the SOCKS5 proxy (:meth:`start_socks5`)."""
+        self.latency_s = 0.0
+        """One-way delay added to both directions of every connection delivered to this host
+        (so a round trip to it takes twice this): plays a tailnet spanning continents."""
         self._socks: socket.socket | None = None
 
     def start(self) -> None:
@@ -191,7 +227,7 @@ class Netstack:
             log.debug("wire connection from %s dropped: %s", wire_ip, exc)
             conn.close()
             return
-        splice(conn, local)
+        splice(conn, local, self.latency_s)
 
     # -- tailscaled's SOCKS5 proxy (--socks5-server) ---------------------------------------
 

@@ -153,6 +153,7 @@ class Hosts:
         *,
         userspace: bool = False,
         socks5_hosts: Iterable[int] = (),
+        latency_s: float = 0.0,
     ) -> None:
         self.directory = directory
         self.count = count
@@ -160,6 +161,9 @@ class Hosts:
         self.raft = raft
         self.userspace = userspace
         self.socks5_hosts = set(socks5_hosts)
+        self.latency_s = latency_s
+        """userspace only: one-way delay on every connection into a host (a round trip
+        between two hosts takes twice this)."""
         """Hosts whose tailscaled also serves SOCKS5 on 127.0.0.1:1055, which their node
         dials through (``tailnet.socks5``) instead of the LocalAPI ``dial``."""
         self.prefix = f"tsc{os.getpid() % 10000}x{random.randint(0, 9999)}"
@@ -254,7 +258,9 @@ class Hosts:
                 tailnet=self.tailnet,
                 netns=self.ns(k) if self.userspace else None,
                 socks5=SOCKS5 if k in self.socks5_hosts else "",
-            ).start()
+            )
+            self.emulators[k].netstack.latency_s = self.latency_s
+            self.emulators[k].start()
         return self.emulators[k]
 
     def admin_socket(self, k: int) -> Path:
