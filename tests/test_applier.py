@@ -14,6 +14,7 @@ from tsconsensus import Command, InvalidCommandError, KeyValueMachine
 from tsconsensus._applier import (
     REMEMBERED_ID_BYTES,
     LogApplier,
+    command_hash,
     encode_entry,
     encode_restore_entry,
     join_entries,
@@ -28,7 +29,7 @@ def entry(rid: str, name: str, args: object = None, t0: float = 0.0) -> bytes:
 
 
 def apply(applier: LogApplier, index: int, time: float, *commands: bytes) -> list[object]:
-    return [o for _, o in applier.apply_entry(join_entries(list(commands)), index, time)]
+    return [o for _, _, o in applier.apply_entry(join_entries(list(commands)), index, time)]
 
 
 def test_a_request_id_is_applied_once_and_its_first_outcome_returned() -> None:
@@ -114,15 +115,18 @@ def test_a_batch_is_applied_in_order_at_one_index_with_its_ids() -> None:
     pairs = applier.apply_entry(
         join_entries([entry("a", "x"), entry("b", "y"), entry("a", "x")]), 7, 1.0
     )
-    assert [rid for rid, _ in pairs] == ["a", "b", "a"]
-    assert [o.result for _, o in pairs] == [1, 2, 1]  # type: ignore[union-attr]
+    assert [rid for rid, _, _ in pairs] == ["a", "b", "a"]
+    # each outcome says which command it is for: the same command under the same id
+    x, y = command_hash(Command("x")), command_hash(Command("y"))
+    assert [h for _, h, _ in pairs] == [x, y, x]
+    assert [o.result for _, _, o in pairs] == [1, 2, 1]  # type: ignore[union-attr]
     assert machine.applied == [("x", None), ("y", None)]
 
 
 def test_corrupt_entries_never_raise() -> None:
     applier = LogApplier(RecordingStateMachine())
     assert applier.apply_entry(b"not json", 1, 1.0) == []
-    ((_, outcome),) = applier.apply_entry(b'{"c":[{"r":"x"}]}', 2, 1.0)
+    ((_, _, outcome),) = applier.apply_entry(b'{"c":[{"r":"x"}]}', 2, 1.0)
     assert outcome.error is not None  # type: ignore[union-attr]
 
 

@@ -158,9 +158,12 @@ class LogApplier:
         """Run a read-only command on the current state (no log, nothing remembered)."""
         return self._run(command, index, restore=False)
 
-    def apply_entry(self, entry: bytes, index: int, log_time: float) -> list[tuple[str, Outcome]]:
+    def apply_entry(
+        self, entry: bytes, index: int, log_time: float
+    ) -> list[tuple[str, str, Outcome]]:
         """Apply every command of an entry stamped with ``log_time`` (seconds); each outcome
-        with its request id."""
+        with its request id and its command's hash (:func:`command_hash`; "" for a restore):
+        an outcome answers only a caller that submitted that command under that id."""
         self._advance(log_time)
         try:
             commands = json.loads(entry)["c"]
@@ -169,10 +172,17 @@ class LogApplier:
         except Exception as exc:  # a corrupt entry must not stop the cluster either
             log.error("undecodable log entry at index %d: %s", index, exc)
             return []
-        out: list[tuple[str, Outcome]] = []
+        out: list[tuple[str, str, Outcome]] = []
         for item in commands:
             rid = item.get("r") if isinstance(item, dict) else None
-            out.append((rid if isinstance(rid, str) else "", self._apply_one(item, index)))
+            digest = item.get("h") if isinstance(item, dict) else None
+            out.append(
+                (
+                    rid if isinstance(rid, str) else "",
+                    digest if isinstance(digest, str) else "",
+                    self._apply_one(item, index),
+                )
+            )
         return out
 
     def _advance(self, stamp: float) -> None:

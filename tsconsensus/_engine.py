@@ -89,7 +89,8 @@ class EngineNode:
         self._max_batch = max_batch_bytes
         self._on_state_change = on_state_change
         self._lock = threading.Lock()
-        self._waiters: dict[str, list[SubmitCallback]] = {}
+        # request id -> (command hash, callback) of each caller waiting for it
+        self._waiters: dict[str, list[tuple[str, SubmitCallback]]] = {}
         self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
         self._wake_scheduled = False
         self._forward_ids = itertools.count(1)
@@ -129,11 +130,16 @@ class EngineNode:
         """True on the apply thread (where the state machine runs)."""
         return self.driver.on_apply_thread()
 
-    def submit(self, entry: bytes, callback: SubmitCallback, *, request_id: str) -> None:
-        """Queue an encoded command; ``callback`` runs once with its outcome (when applied on
-        this node) or a reason it will not come (retry with the same id)."""
+    def submit(
+        self, entry: bytes, callback: SubmitCallback, *, request_id: str, digest: str
+    ) -> None:
+        """Queue an encoded command (``digest``: its :func:`command_hash`, "" for a restore);
+        ``callback`` runs once with its outcome (when applied on this node) or a reason it
+        will not come (retry with the same id). Only an outcome of the same command answers
+        it: an older entry that used the id for another command, applied here after this
+        call, does not."""
         with self._lock:
-            self._waiters.setdefault(request_id, []).append(callback)
+            self._waiters.setdefault(request_id, []).append((digest, callback))
             self._queue.append((request_id, entry))
             if self._wake_scheduled:
                 return
@@ -253,7 +259,7 @@ class EngineNode:
         for rid, _ in batch:
             origins[rid] = member
 
-    def _send_results(self, results: dict[int, list[tuple[str, Outcome]]]) -> None:
+    def _send_results(self, results: dict[int, list[tuple[str, str, Outcome]]]) -> None:
         """Loop: tell followers the outcomes of the commands they forwarded."""
         for member, outcomes in results.items():
             self.driver.send_driver(member, forwarding.encode_results(outcomes))
@@ -262,7 +268,7 @@ class EngineNode:
         callbacks: list[SubmitCallback] = []
         with self._lock:
             for rid in request_ids:
-                callbacks.extend(self._waiters.pop(rid, []))
+                callbacks.extend(cb for _, cb in self._waiters.pop(rid, []))
         for cb in callbacks:
             cb(None, reason)
 
@@ -274,7 +280,7 @@ class EngineNode:
     # -- the apply thread -------------------------------------------------------------------
 
     def _apply(self, entries: Sequence[Entry]) -> None:
-        batch: list[tuple[str, Outcome]] = []
+        batch: list[tuple[str, str, Outcome]] = []
         for e in entries:
             if e.kind is EntryKind.NORMAL:
                 outcomes = self._applier.apply_entry(e.data, e.index, e.time / 1000.0)
@@ -287,24 +293,33 @@ class EngineNode:
             if self._origins:
                 self._answer_followers(batch)
 
-    def _answer_followers(self, outcomes: list[tuple[str, Outcome]]) -> None:
-        results: dict[int, list[tuple[str, Outcome]]] = {}
+    def _answer_followers(self, outcomes: list[tuple[str, str, Outcome]]) -> None:
+        results: dict[int, list[tuple[str, str, Outcome]]] = {}
         pop = self._origins.pop
-        for rid, outcome in outcomes:
+        for rid, digest, outcome in outcomes:
             member = pop(rid, None)
             if member is not None:
-                results.setdefault(member, []).append((rid, outcome))
+                results.setdefault(member, []).append((rid, digest, outcome))
         if results:
             self.loop.call_soon_threadsafe(self._send_results, results)
 
-    def _resolve(self, outcomes: Sequence[tuple[str, Outcome]]) -> None:
+    def _resolve(self, outcomes: Sequence[tuple[str, str, Outcome]]) -> None:
         callbacks: list[tuple[SubmitCallback, Outcome]] = []
         with self._lock:
-            if not self._waiters:
+            waiters = self._waiters
+            if not waiters:
                 return
-            for rid, outcome in outcomes:
-                for cb in self._waiters.pop(rid, ()):
-                    callbacks.append((cb, outcome))
+            for rid, digest, outcome in outcomes:
+                waiting = waiters.get(rid)
+                if not waiting:
+                    continue
+                # "" (a restore, or a peer that does not say) matches any command
+                mine = [w for w in waiting if not digest or not w[0] or w[0] == digest]
+                if len(mine) == len(waiting):
+                    del waiters[rid]
+                else:
+                    waiters[rid] = [w for w in waiting if w not in mine]
+                callbacks.extend((cb, outcome) for _, cb in mine)
         for cb, outcome in callbacks:
             if isinstance(outcome, Refusal):
                 cb(None, outcome)

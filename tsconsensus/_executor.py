@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-from ._applier import encode_entry, encode_restore_entry
+from ._applier import command_hash, encode_entry, encode_restore_entry
 from ._loop import LoopMailbox
 from ._outcomes import FailReason, Refusal, SubmitCallback
 from .clock import Clock
@@ -93,7 +93,9 @@ class Submitter(Protocol):
 
     def is_read_only(self, command: Command) -> bool: ...
 
-    def submit(self, entry: bytes, callback: SubmitCallback, *, request_id: str) -> None: ...
+    def submit(
+        self, entry: bytes, callback: SubmitCallback, *, request_id: str, digest: str
+    ) -> None: ...
 
     def submit_read(self, command: Command, callback: SubmitCallback) -> None: ...
 
@@ -146,14 +148,14 @@ class CommandExecutor:
             encode_entry(rid, command)  # the same checks as a write (JSON, depth)
             return (lambda cb: self._raft.submit_read(command, cb)), rid, attempts
         entry = encode_entry(rid, command, self._raft.log_time)
-        return self._submitting(entry, rid), rid, attempts
+        return self._submitting(entry, rid, command_hash(command)), rid, attempts
 
-    def _submitting(self, entry: bytes, rid: str) -> Start:
+    def _submitting(self, entry: bytes, rid: str, digest: str) -> Start:
         if len(entry) > self._max_entry:
             raise InvalidCommandError(
                 f"command is {len(entry)} bytes encoded, over the limit of {self._max_entry}"
             )
-        return lambda cb: self._raft.submit(entry, cb, request_id=rid)
+        return lambda cb: self._raft.submit(entry, cb, request_id=rid, digest=digest)
 
     def execute(self, command: Command, request_id: str | None, timeout: float) -> CommandResult:
         """Commit ``command`` and return its outcome as applied on this node. Blocking.
@@ -206,7 +208,7 @@ class CommandExecutor:
         rid = self._request_id(None)
         entry = encode_restore_entry(rid, sha256, size)
         attempts = _Attempts(self._clock.monotonic(), timeout, self._attempt_timeout)
-        return await self._run_async(self._submitting(entry, rid), rid, attempts)
+        return await self._run_async(self._submitting(entry, rid, ""), rid, attempts)
 
     async def _run_async(self, start: Start, rid: str, attempts: _Attempts) -> CommandResult:
         loop = asyncio.get_running_loop()

@@ -49,28 +49,34 @@ def encode_refused(forward_id: int, reason: FailReason) -> bytes:
     return _HEAD.pack(REFUSED, forward_id, REASONS.index(reason))
 
 
-def encode_results(outcomes: Sequence[tuple[str, CommandResult | Refusal]]) -> bytes:
+def encode_results(outcomes: Sequence[tuple[str, str, CommandResult | Refusal]]) -> bytes:
+    """Outcomes with their request id and command hash (see ``LogApplier.apply_entry``)."""
     parts = [_HEAD.pack(RESULTS, 0, len(outcomes))]
-    for rid, outcome in outcomes:
+    for rid, digest, outcome in outcomes:
         body: dict[str, object]
         if isinstance(outcome, Refusal):
-            body = {"refused": outcome.kind, "message": outcome.message}
+            body = {"refused": outcome.kind, "message": outcome.message, "h": digest}
         else:
-            body = {"result": outcome.result, "error": outcome.error, "index": outcome.index}
+            body = {
+                "result": outcome.result,
+                "error": outcome.error,
+                "index": outcome.index,
+                "h": digest,
+            }
         _pieces(parts, rid.encode(), json.dumps(body, separators=(",", ":")).encode())
     return b"".join(parts)
 
 
 class Frame:
     """A decoded frame: ``kind``, ``forward_id``, and by kind ``commands`` (rid, bytes),
-    ``reason``, or ``outcomes`` (rid, outcome)."""
+    ``reason``, or ``outcomes`` (rid, command hash, outcome)."""
 
     def __init__(self, kind: bytes, forward_id: int) -> None:
         self.kind = kind
         self.forward_id = forward_id
         self.commands: list[tuple[str, bytes]] = []
         self.reason = FailReason.NOT_LEADER
-        self.outcomes: list[tuple[str, CommandResult | Refusal]] = []
+        self.outcomes: list[tuple[str, str, CommandResult | Refusal]] = []
 
 
 def decode(payload: bytes) -> Frame:
@@ -104,16 +110,18 @@ def decode(payload: bytes) -> Frame:
         if kind == FORWARD:
             frame.commands.append((rid, blob))
         else:
-            frame.outcomes.append((rid, _outcome(blob)))
+            frame.outcomes.append((rid, *_outcome(blob)))
     if offset != len(payload):
         raise ValueError("trailing bytes in a driver frame")
     return frame
 
 
-def _outcome(blob: bytes) -> CommandResult | Refusal:
+def _outcome(blob: bytes) -> tuple[str, CommandResult | Refusal]:
     data = json.loads(blob)
     if not isinstance(data, dict):
         raise ValueError("an outcome must be an object")
+    digest = str(data.get("h", ""))
     if "refused" in data:
-        return Refusal(str(data["refused"]), str(data.get("message", "")))
-    return CommandResult(data.get("result"), data.get("error"), int(data.get("index", 0)))
+        return digest, Refusal(str(data["refused"]), str(data.get("message", "")))
+    result = CommandResult(data.get("result"), data.get("error"), int(data.get("index", 0)))
+    return digest, result

@@ -295,7 +295,9 @@ class StartingBackend:
     def is_read_only(self, command: Any) -> bool:
         return False
 
-    def submit(self, entry: bytes, callback: Any, *, request_id: str = "") -> None:
+    def submit(
+        self, entry: bytes, callback: Any, *, request_id: str = "", digest: str = ""
+    ) -> None:
         callback(None, FailReason.NO_LEADER)
 
     def submit_read(self, command: Any, callback: Any) -> None:

@@ -79,9 +79,6 @@ class ApplyWorker:
         """Run ``fn`` on the worker thread between two applies."""
         self._queue.put(("call", fn))
 
-    def progress_seen(self) -> None:
-        """Loop: the last ``on_progress`` was handled; the next one may be sent."""
-
     def _run(self) -> None:
         while True:
             kind, item = self._queue.get()
