@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -133,9 +134,11 @@ def test_bad_arguments_raise_before_anything_is_committed() -> None:
         node.stop()
 
 
-def test_an_apply_that_executes_a_command_fails_fast_instead_of_deadlocking() -> None:
+@pytest.mark.parametrize("quick", [False, True], ids=["apply-thread", "quick-apply"])
+def test_an_apply_that_executes_a_command_fails_fast_instead_of_deadlocking(quick: bool) -> None:
     class Reentrant(RecordingStateMachine):
         node: tsc.Consensus | None = None
+        quick_apply = quick
 
         def apply(self, command: tsc.Command) -> tsc.JSON:
             if command.name == "nested" and self.node is not None:
@@ -179,3 +182,33 @@ def test_a_failing_snapshot_pauses_compaction_but_not_the_cluster() -> None:
     finally:
         for node in nodes:
             node.stop()
+
+
+@pytest.mark.parametrize("quick", [False, True], ids=["apply-thread", "quick-apply"])
+def test_apply_stays_on_the_apply_thread_unless_the_machine_declares_it_quick(quick: bool) -> None:
+    class Where(RecordingStateMachine):
+        quick_apply = quick
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: set[str] = set()
+
+        def apply(self, command: tsc.Command) -> tsc.JSON:
+            self.threads.add(threading.current_thread().name)
+            return super().apply(command)
+
+    base = unique_loopback_base().rsplit(".", 1)[0]
+    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
+    machine = Where()
+    node = tsc.start(tsc.StaticTailnet(f"{base}.1", peers), machine, "tag:t", _config())
+    try:
+        node.wait_for_leader(10)
+        for i in range(50):
+            assert node.execute_command(tsc.Command("x", i)).error is None
+        assert [args for _, args in machine.applied] == list(range(50))  # in order, once each
+    finally:
+        node.stop()
+    if quick:  # an idle apply thread: the loop applied (some of) them itself
+        assert any(name.startswith("tsc-loop") for name in machine.threads), machine.threads
+    else:
+        assert {name.split("-")[1] for name in machine.threads} == {"apply"}, machine.threads

@@ -145,6 +145,11 @@ class LogApplier:
     def remembered(self) -> int:
         return len(self._seen)
 
+    @property
+    def quick(self) -> bool:
+        """Whether the machine declares ``quick_apply`` (see :class:`StateMachine`)."""
+        return getattr(self._machine, "quick_apply", False) is True
+
     def is_read_only(self, command: Command) -> bool:
         """Whether the machine says ``command`` only reads (then it may skip the log)."""
         if self._read_only is None:

@@ -62,6 +62,15 @@ class LoopMailbox:
     def post(self, fn: Callable[[Any], object], arg: Any) -> None:
         """Run ``fn(arg)`` on the loop soon. Raises RuntimeError if the loop is closed."""
         self._calls.append((fn, arg))
+        try:
+            here = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            here = False
+        if here:
+            if not self._pending:
+                self._pending = True
+                self._loop.call_soon(self._drain)  # no self-pipe write from the loop itself
+            return
         # Under the GIL: if a drain is pending it has not yet emptied the queue past our
         # call (it clears the flag before draining), so it will run ours.
         if not self._pending:

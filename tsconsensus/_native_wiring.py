@@ -214,6 +214,7 @@ def build_engine(
         address_hints=hints,
         on_fatal=on_fatal,
         after_snapshot=release_free_memory,
+        apply_inline=applier.quick,
         rng=random.Random(),
     )
     node_name = hex_id(storage.member_id)

@@ -89,7 +89,11 @@ def _key_arg(command: Command) -> str:
 
 
 class KeyValueMachine:
-    """A dict of string keys to JSON values. Deterministic; one thread (the Raft thread)."""
+    """A dict of string keys to JSON values. Deterministic; one thread at a time (the Raft
+    thread, or the node's loop: see ``StateMachine.quick_apply``)."""
+
+    quick_apply = True
+    """Every command is a few dict operations: the node may apply it on its loop thread."""
 
     def __init__(self) -> None:
         self._data: dict[str, JSON] = {}

@@ -49,7 +49,9 @@ class StateMachine(Protocol):
     """The user's replicated state machine.
 
     Contract:
-    - ``apply`` runs on every node, in log order, always on the same (apply) thread. It must be
+    - ``apply`` runs on every node, in log order, one call at a time, on the node's apply thread
+      (see ``quick_apply`` for the one exception), never at the same time as ``snapshot`` or
+      ``restore``. It must be
       deterministic: its result and its effect may depend only on the current state and the
       command, never on time, randomness, the node or I/O. Its return value must be JSON.
       Raising is allowed: the message becomes ``CommandResult.error`` on every node alike, and the
@@ -61,6 +63,11 @@ class StateMachine(Protocol):
     - Optionally ``is_read_only(command) -> bool``: True for commands that never change the
       state. Those are answered through ReadIndex (linearizable, no log entry, nothing
       remembered); their ``apply`` must then really not change anything.
+    - Optionally ``quick_apply = True``: ``apply`` returns within a few milliseconds and never
+      blocks (no I/O, no locks held by other threads). The node may then call it on its event
+      loop thread whenever the apply thread has nothing queued, saving a thread hand-over per
+      command (measured: about +50% commands/s for in-process callers); a slow ``apply`` would
+      then delay heartbeats. The built-in :class:`KeyValueMachine` declares it.
     """
 
     def apply(self, command: Command) -> JSON: ...

@@ -49,6 +49,8 @@ class Driver:
     that peers can dial it; ``parse_address`` turns such an address into (host, port).
     ``after_snapshot`` runs on the disk thread once a snapshot taken here is saved and its
     bytes are dropped (the node gives the freed memory back to the OS there).
+    ``apply_inline``: ``apply`` may run on the loop when the apply thread is idle (only for a
+    quick ``apply``: it then delays heartbeats while it runs).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class Driver:
         on_view: Callable[[DriverView], None] = lambda view: None,
         on_fatal: Callable[[BaseException], None] = lambda exc: None,
         after_snapshot: Callable[[], object] = lambda: None,
+        apply_inline: bool = False,
         rng: random.Random | None = None,
         address_hints: dict[int, str] | None = None,
         dial: Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
@@ -112,6 +115,7 @@ class Driver:
             on_snapshot=lambda index, data: loop.call_soon_threadsafe(
                 self._snapshot_taken, index, data
             ),
+            inline=apply_inline,
         )
         if initial.snapshot is not None:
             # the state machine starts empty: bring it to the snapshot the log continues from
