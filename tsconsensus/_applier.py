@@ -68,14 +68,22 @@ def encode_entry(request_id: str, command: Command, first_seen: float = 0.0) -> 
     """The log form of ``command``; ``first_seen`` is the submitting node's log time when the
     command was first submitted (kept by every retry). Raises :class:`InvalidCommandError`
     if it is not JSON or nests too deeply."""
+    return encode_entry_and_hash(request_id, command, first_seen)[0]
+
+
+def encode_entry_and_hash(
+    request_id: str, command: Command, first_seen: float = 0.0
+) -> tuple[bytes, str]:
+    """:func:`encode_entry` and the :func:`command_hash` it holds, computed once."""
     if not isinstance(command.name, str) or not command.name:
         raise InvalidCommandError("command name must be a non-empty string")
     envelope = {"r": request_id, "n": command.name, "a": command.args, "t0": first_seen}
+    digest = ""
     try:
-        envelope["h"] = command_hash(command)
+        digest = envelope["h"] = command_hash(command)
     except (TypeError, ValueError, RecursionError):
         pass  # not JSON: _encode says why
-    return _encode(envelope, command.args)
+    return _encode(envelope, command.args), digest
 
 
 def encode_restore_entry(request_id: str, sha256: str, size: int) -> bytes:

@@ -314,12 +314,16 @@ class EngineNode:
                 if not waiting:
                     continue
                 # "" (a restore, or a peer that does not say) matches any command
-                mine = [w for w in waiting if not digest or not w[0] or w[0] == digest]
-                if len(mine) == len(waiting):
-                    del waiters[rid]
+                others = []
+                for w in waiting:
+                    if not digest or not w[0] or w[0] == digest:
+                        callbacks.append((w[1], outcome))
+                    else:
+                        others.append(w)
+                if others:
+                    waiters[rid] = others
                 else:
-                    waiters[rid] = [w for w in waiting if w not in mine]
-                callbacks.extend((cb, outcome) for _, cb in mine)
+                    del waiters[rid]
         for cb, outcome in callbacks:
             if isinstance(outcome, Refusal):
                 cb(None, outcome)

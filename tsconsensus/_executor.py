@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-from ._applier import command_hash, encode_entry, encode_restore_entry
+from ._applier import encode_entry, encode_entry_and_hash, encode_restore_entry
 from ._loop import LoopMailbox
 from ._outcomes import FailReason, Refusal, SubmitCallback
 from .clock import Clock
@@ -147,8 +147,8 @@ class CommandExecutor:
         if self._raft.is_read_only(command):
             encode_entry(rid, command)  # the same checks as a write (JSON, depth)
             return (lambda cb: self._raft.submit_read(command, cb)), rid, attempts
-        entry = encode_entry(rid, command, self._raft.log_time)
-        return self._submitting(entry, rid, command_hash(command)), rid, attempts
+        entry, digest = encode_entry_and_hash(rid, command, self._raft.log_time)
+        return self._submitting(entry, rid, digest), rid, attempts
 
     def _submitting(self, entry: bytes, rid: str, digest: str) -> Start:
         if len(entry) > self._max_entry:
