@@ -48,6 +48,20 @@ def two_hosts(tmp_path: Path) -> Iterator[tuple[LocalAPIEmulator, LocalAPIEmulat
         eb.stop()
 
 
+def _exchange(dialer: LocalAPIClient | LocalAPITailnet, port: int, byte: bytes) -> bytes:
+    """Dial the greeter on host b with ``dialer.dial_async``, send ``byte``, read its answer
+    (within 10 s)."""
+
+    async def exchange() -> bytes:
+        reader, writer = await dialer.dial_async("100.64.7.2", port)
+        writer.write(byte)
+        data = await reader.readexactly(4)
+        writer.close()
+        return data
+
+    return asyncio.run(asyncio.wait_for(exchange(), 10))
+
+
 @contextlib.contextmanager
 def greeter() -> Iterator[tuple[int, list[tuple[str, int]]]]:
     """A server on 127.0.0.1 that speaks first (b"hi "), then echoes; records sources."""
@@ -100,18 +114,11 @@ def test_dial_async_keeps_the_first_bytes_and_failures_are_oserrors(
     ea, _ = two_hosts
     client = LocalAPIClient(ea.socket_path)
 
-    async def exchange(port: int) -> bytes:
-        reader, writer = await client.dial_async("100.64.7.2", port)
-        writer.write(b"x")
-        data = await reader.readexactly(4)
-        writer.close()
-        return data
-
     with greeter() as (port, _):
-        assert asyncio.run(asyncio.wait_for(exchange(port), 10)) == b"hi x"
+        assert _exchange(client, port, b"x") == b"hi x"
     closed = free_port()
     with pytest.raises(ConnectionRefusedError, match=r"could not dial 100\.64\.7\.2"):
-        asyncio.run(asyncio.wait_for(exchange(closed), 10))
+        _exchange(client, closed, b"x")
     with pytest.raises(ConnectionRefusedError, match="502"):
         client.dial("100.64.7.99", 80, timeout=5)  # no such tailnet node
 
@@ -328,18 +335,11 @@ def test_dial_through_the_socks5_proxy(tmp_path: Path) -> None:
     try:
         dialer = LocalAPITailnet(ea.socket_path, socks5=proxy)
 
-        async def exchange(port: int) -> bytes:
-            reader, writer = await dialer.dial_async("100.64.7.2", port)
-            writer.write(b"y")
-            data = await reader.readexactly(4)
-            writer.close()
-            return data
-
         with greeter() as (port, sources):
             with dialer.dial("100.64.7.2", port, timeout=5) as sock:
                 sock.settimeout(5)
                 assert sock.recv(3) == b"hi "
-            assert asyncio.run(asyncio.wait_for(exchange(port), 10)) == b"hi y"
+            assert _exchange(dialer, port, b"y") == b"hi y"
             peer = LocalAPITailnet(eb.socket_path).whois(*sources[0])
             assert peer is not None and peer.hostname == "a"
         assert ea.dials == 0 and ea.netstack.socks5_connections == 2
