@@ -62,24 +62,22 @@ class LoopMailbox:
     def post(self, fn: Callable[[Any], object], arg: Any) -> None:
         """Run ``fn(arg)`` on the loop soon. Raises RuntimeError if the loop is closed."""
         self._calls.append((fn, arg))
+        # Under the GIL: if a drain is pending it has not yet emptied the queue past our
+        # call (it clears the flag before draining), so it will run ours.
+        if self._pending:
+            return
+        self._pending = True
         try:
             here = asyncio.get_running_loop() is self._loop
         except RuntimeError:
             here = False
-        if here:
-            if not self._pending:
-                self._pending = True
-                self._loop.call_soon(self._drain)  # no self-pipe write from the loop itself
-            return
-        # Under the GIL: if a drain is pending it has not yet emptied the queue past our
-        # call (it clears the flag before draining), so it will run ours.
-        if not self._pending:
-            self._pending = True
-            try:
-                self._loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:
-                self._pending = False
-                raise
+        # from the loop itself, no self-pipe write is needed to wake it
+        schedule = self._loop.call_soon if here else self._loop.call_soon_threadsafe
+        try:
+            schedule(self._drain)
+        except RuntimeError:
+            self._pending = False
+            raise
 
     def _drain(self) -> None:
         self._pending = False
