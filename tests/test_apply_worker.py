@@ -1,5 +1,5 @@
 """The apply thread: log order always, and (inline mode) entries applied on the caller's
-thread only when nothing waits before them."""
+thread only when nothing waits before them, and reads of an applied index likewise."""
 
 from __future__ import annotations
 
@@ -98,5 +98,52 @@ def test_a_read_waits_for_its_index_whichever_thread_applies() -> None:
         assert done == []
         worker.apply(_entries(2))
         eventually(lambda: done == [True], timeout=10)
+    finally:
+        worker.stop(5)
+
+
+def test_a_read_of_an_applied_index_is_answered_on_the_caller_when_idle() -> None:
+    recorder = _Recorder()
+    worker = _worker(recorder, inline=True)
+    answered: list[tuple[bool, str, bool]] = []
+
+    def done(ok: bool) -> None:
+        answered.append((ok, threading.current_thread().name, worker.on_thread()))
+
+    try:
+        worker.apply(_entries(1, 2))
+        worker.read(2, done)
+        # answered before read() returned, on this thread, which counts as the apply thread
+        assert answered == [(True, "MainThread", True)]
+        assert not worker.on_thread()
+    finally:
+        worker.stop(5)
+
+
+def test_a_read_never_overtakes_queued_work() -> None:
+    recorder = _Recorder()
+    worker = _worker(recorder, inline=True)
+    answered: list[str] = []
+    try:
+        worker.apply(_entries(1))
+        recorder.gate.clear()
+        worker.call(lambda: recorder.apply(_entries(2)))  # the worker hangs here
+        worker.read(1, lambda ok: answered.append(threading.current_thread().name))
+        assert answered == []  # index 1 is applied, but work queued before the read runs first
+        recorder.gate.set()
+        eventually(lambda: answered == ["apply-under-test"], timeout=10)
+    finally:
+        worker.stop(5)
+
+
+def test_without_inline_a_read_is_answered_on_the_worker() -> None:
+    recorder = _Recorder()
+    worker = _worker(recorder, inline=False)
+    answered: list[str] = []
+    try:
+        worker.apply(_entries(1))
+        eventually(lambda: worker.applied == 1, timeout=10)
+        worker.read(1, lambda ok: answered.append(threading.current_thread().name))
+        eventually(lambda: answered == ["apply-under-test"], timeout=10)
     finally:
         worker.stop(5)

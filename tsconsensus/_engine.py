@@ -169,7 +169,7 @@ class EngineNode:
         self._on_loop_soon(self._start_read, command, callback)
 
     def _start_read(self, command: Command, callback: SubmitCallback) -> None:
-        def answer() -> None:  # apply thread
+        def answer() -> None:  # where apply runs (ApplyWorker: its thread, or the loop)
             callback(self._applier.read(command, self._applied), None)
 
         if self._local_reads:

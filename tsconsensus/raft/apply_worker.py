@@ -3,8 +3,9 @@
 The driver's loop hands it work through a queue; it calls the layer above (``apply``,
 ``restore``, ``take_snapshot``) on its own thread, so a slow ``apply`` never stalls heartbeats.
 With ``inline`` (a state machine that declares its ``apply`` quick), the loop applies entries
-itself whenever nothing is queued or running here: one thread hand-over less per command,
-still in log order and never at the same time as anything this thread runs.
+itself whenever nothing is queued or running here, and answers a read whose index is applied
+already the same way: one thread hand-over less per command, still in log order and never at
+the same time as anything this thread runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from .messages import Entry, Snapshot
 
@@ -22,6 +24,7 @@ Apply = Callable[[Sequence[Entry]], None]
 TakeSnapshot = Callable[[], tuple[int, bytes]]
 Restore = Callable[[Snapshot], None]
 ReadDone = Callable[[bool], None]
+_T = TypeVar("_T")
 
 
 class ApplyWorker:
@@ -92,13 +95,8 @@ class ApplyWorker:
         if self._inline and self._pending == 0 and self._busy.acquire(blocking=False):
             try:
                 if self._pending == 0:
-                    self._inline_thread = threading.get_ident()
-                    try:
-                        self._apply_fn(entries)
-                    except Exception:  # the layer above must never raise: keep going
-                        log.exception("an inline apply failed")
+                    self._run_inline(self._apply_fn, entries)
                     self.applied = entries[-1].index
-                    self._inline_thread = 0
                     if self._read_waiters:
                         self._answer_reads()
                     return
@@ -106,11 +104,31 @@ class ApplyWorker:
                 self._busy.release()
         self._put("apply", entries)
 
+    def _run_inline(self, fn: Callable[[_T], object], arg: _T) -> None:
+        """Call ``fn(arg)`` on this thread as if on the worker (``_busy`` is held)."""
+        self._inline_thread = threading.get_ident()
+        try:
+            fn(arg)
+        except Exception:  # the layer above must never raise: keep going
+            log.exception("an inline call to the layer above failed")
+        finally:
+            self._inline_thread = 0
+
     def take_snapshot(self) -> None:
         self._put("snapshot", None)
 
     def read(self, index: int, done: ReadDone) -> None:
-        """``done(True)`` on the worker thread once ``index`` is applied."""
+        """``done(True)`` once ``index`` is applied: on the worker thread, or with ``inline``,
+        on the calling thread at once when ``index`` is applied already and the worker has
+        nothing queued or running (``done`` then reads the machine where ``apply`` would run:
+        :meth:`on_thread` is true inside it)."""
+        if self._inline and self._pending == 0 and self._busy.acquire(blocking=False):
+            try:
+                if self._pending == 0 and self.applied >= index:
+                    self._run_inline(done, True)
+                    return
+            finally:
+                self._busy.release()
         self._put("read", (index, done))
 
     def call(self, fn: Callable[[], object]) -> None:

@@ -180,9 +180,9 @@ class Driver:
         self._kick()
 
     def read_index(self, context: int, done: Callable[[bool], None]) -> None:
-        """A linearizable read: ``done(True)`` (on the apply thread, once this node has applied
-        everything committed when the read arrived) or ``done(False)`` (no leader could
-        confirm it: retry)."""
+        """A linearizable read: ``done(True)`` (where ``apply`` runs, see :class:`ApplyWorker`,
+        once this node has applied everything committed when the read arrived) or
+        ``done(False)`` (no leader could confirm it: retry)."""
         if self._failed is not None:
             done(False)
             return
