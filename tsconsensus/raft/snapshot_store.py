@@ -176,10 +176,10 @@ class SnapshotStore:
         mapped file: not read back or checked (it was just written), so none of it is resident
         until used. Falls back to ``written`` if the file cannot be mapped."""
         data_len = memoryview(written.data).nbytes
-        size = _HEADER.size + len(encode_snapshot_meta(written.meta)) + data_len
         try:
             fd = self.fs.open(f.path, os.O_RDONLY)
             try:
+                size = self.fs.fstat_size(fd)  # the data is the file's tail
                 mapped = self.fs.map_readonly(fd, size)
             finally:
                 self.fs.close(fd)
