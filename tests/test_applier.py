@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import tracemalloc
+from collections.abc import Callable
 
 import pytest
 
@@ -14,6 +15,7 @@ from tsconsensus import Command, InvalidCommandError, KeyValueMachine
 from tsconsensus._applier import (
     REMEMBERED_ID_BYTES,
     LogApplier,
+    check_command,
     command_hash,
     encode_entry,
     encode_restore_entry,
@@ -153,13 +155,26 @@ def test_foreign_snapshot_is_refused() -> None:
         LogApplier(KeyValueMachine()).restore(b"\x80\x04pickle")
 
 
-def test_encode_rejects_non_json_args() -> None:
-    with pytest.raises(InvalidCommandError):
-        encode_entry("r", Command("set", {"a": float("nan")}))
-    with pytest.raises(InvalidCommandError):
-        encode_entry("r", Command("set", {"a": object()}))  # type: ignore[dict-item]
-    with pytest.raises(InvalidCommandError):
-        encode_entry("r", Command("", {}))
+@pytest.mark.parametrize(
+    "check",
+    [lambda c: encode_entry("r", c), check_command],
+    ids=["encode_entry (writes)", "check_command (reads)"],
+)
+def test_commands_that_are_not_json_are_refused_before_they_go_anywhere(
+    check: Callable[[Command], object],
+) -> None:
+    deep: list[object] = []
+    for _ in range(150):
+        deep = [deep]
+    for bad in (
+        Command("set", {"a": float("nan")}),
+        Command("set", {"a": object()}),  # type: ignore[dict-item]
+        Command("", {}),
+        Command("get", {"key": deep}),  # type: ignore[dict-item]
+    ):
+        with pytest.raises(InvalidCommandError):
+            check(bad)
+    check(Command("get", {"key": "k"}))  # and a good one passes
 
 
 def test_forget_at_once_is_a_planted_bug_that_applies_retries_twice() -> None:

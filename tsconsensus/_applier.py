@@ -75,8 +75,7 @@ def encode_entry_and_hash(
     request_id: str, command: Command, first_seen: float = 0.0
 ) -> tuple[bytes, str]:
     """:func:`encode_entry` and the :func:`command_hash` it holds, computed once."""
-    if not isinstance(command.name, str) or not command.name:
-        raise InvalidCommandError("command name must be a non-empty string")
+    _check_name(command)
     envelope = {"r": request_id, "n": command.name, "a": command.args, "t0": first_seen}
     digest = ""
     try:
@@ -84,6 +83,19 @@ def encode_entry_and_hash(
     except (TypeError, ValueError, RecursionError):
         pass  # not JSON: _encode says why
     return _encode(envelope, command.args), digest
+
+
+def check_command(command: Command) -> None:
+    """Raise :class:`InvalidCommandError` where :func:`encode_entry` would, without building
+    an entry: for read-only commands, which never enter the log but are held to the same
+    rules (a name, JSON args, bounded nesting)."""
+    _check_name(command)
+    _encode({"a": command.args}, command.args)
+
+
+def _check_name(command: Command) -> None:
+    if not isinstance(command.name, str) or not command.name:
+        raise InvalidCommandError("command name must be a non-empty string")
 
 
 def encode_restore_entry(request_id: str, sha256: str, size: int) -> bytes:

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-from ._applier import encode_entry, encode_entry_and_hash, encode_restore_entry
+from ._applier import check_command, encode_entry_and_hash, encode_restore_entry
 from ._loop import LoopMailbox
 from ._outcomes import FailReason, Refusal, SubmitCallback
 from .clock import Clock
@@ -145,7 +145,7 @@ class CommandExecutor:
         rid = self._request_id(request_id)
         attempts = _Attempts(self._clock.monotonic(), timeout, self._attempt_timeout)
         if self._raft.is_read_only(command):
-            encode_entry(rid, command)  # the same checks as a write (JSON, depth)
+            check_command(command)
             return (lambda cb: self._raft.submit_read(command, cb)), rid, attempts
         entry, digest = encode_entry_and_hash(rid, command, self._raft.log_time)
         return self._submitting(entry, rid, digest), rid, attempts
