@@ -338,6 +338,51 @@ def test_reads_arriving_together_share_one_heartbeat_round() -> None:
     assert [r.context for r in net.nodes[2].reads] == [100]
 
 
+def test_a_followers_reads_of_one_turn_go_to_the_leader_as_one_message() -> None:
+    net = Net(3)
+    net.elect(1)
+    net.sent.clear()
+    for ctx in (7, 8, 9):
+        net.core(2).read_index(ctx)
+    net.settle()
+    asked = [m for m in net.sent if m.type is MT.READ_INDEX]
+    answers = [m for m in net.sent if m.type is MT.READ_INDEX_RESP]
+    assert len(asked) == 1 and len(answers) == 1
+    assert sorted(r.context for r in net.nodes[2].reads) == [7, 8, 9]
+    assert {r.index for r in net.nodes[2].reads} == {net.core(1).commit}
+
+
+def test_a_followers_unanswered_reads_are_given_up_after_an_election_timeout() -> None:
+    net = Net(3)
+    net.elect(1)
+    net.blocked.add((1, 2))  # the leader's answers (and heartbeats) never reach node 2
+    net.core(2).read_index(11)
+    net.settle()
+    assert net.nodes[2].reads == [] and net.nodes[2].dropped_reads == []
+    for _ in range(net.core(2).config.election_ticks_min - 1):
+        net.core(2).tick()
+    net.settle()
+    assert net.nodes[2].dropped_reads == []  # not yet: the leader has a timeout to answer
+    net.core(2).tick()
+    net.settle()
+    assert net.nodes[2].dropped_reads == [11] and net.nodes[2].reads == []
+
+
+def test_a_followers_reads_in_flight_are_given_up_when_its_leader_changes() -> None:
+    net = Net(3)
+    net.elect(1)
+    net.crash(1)  # the read reaches a dead leader
+    net.core(2).read_index(21)
+    net.core(3).read_index(31)
+    net.settle()
+    net.elect(2)  # node 2 campaigns (its read is dropped), node 3 follows the new leader
+    assert net.nodes[2].dropped_reads == [21]
+    assert net.nodes[3].dropped_reads == [31]
+    net.core(3).read_index(32)  # asked again, of the new leader: answered
+    net.settle()
+    assert [r.context for r in net.nodes[3].reads] == [32]
+
+
 def test_transfer_to_a_dead_member_aborts_within_an_election_timeout() -> None:
     net = Net(3)
     net.elect(1)

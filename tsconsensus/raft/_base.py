@@ -89,6 +89,12 @@ class CoreState:
         self._msgs_after: list[Message] = []
         self._read_states: list[ReadState] = []
         self._reads_dropped: list[int] = []
+        # a follower's reads: asked since the last output, then in flight at the leader as
+        # one READ_INDEX per batch (one message for all the reads of a loop turn)
+        self._reads_unsent: list[int] = []
+        self._read_batches: dict[int, tuple[int, list[int]]] = {}  # id -> (sent at, reads)
+        self._read_batch_id = 0
+        self._ticks = 0
         self._install: Snapshot | None = None
         self._last_hs = hs
         self._last_soft = SoftState(NONE, Role.FOLLOWER, self.term)
@@ -127,6 +133,11 @@ class CoreState:
         if self.role is Role.LEADER:
             self._reads.drain(self._drop_read)
         self._reads = ReadRounds()
+        # the leader they were meant for is gone: their callers retry
+        for _, batch in self._read_batches.values():
+            self._reads_dropped.extend(batch)
+        self._reads_dropped.extend(self._reads_unsent)
+        self._read_batches, self._reads_unsent = {}, []
         self.progress = {}
         self._uncommitted_bytes = 0
 

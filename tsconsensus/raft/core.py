@@ -88,9 +88,12 @@ class RaftCore(Replication, FollowerSide):
 
     def tick(self) -> None:
         """One unit of time passed."""
+        self._ticks += 1
         if self.role is Role.LEADER:
             self._tick_leader()
             return
+        if self._read_batches:
+            self._expire_read_batches()
         self._election_elapsed += 1
         if self._promotable() and self._election_elapsed >= self._timeout:
             self._election_elapsed = 0
@@ -146,9 +149,7 @@ class RaftCore(Replication, FollowerSide):
         if self.role is Role.LEADER:
             self._reads.add(context, self.id)
         elif self.leader != NONE:
-            self._send(
-                Message(MT.READ_INDEX, to=self.leader, frm=self.id, term=self.term, context=context)
-            )
+            self._reads_unsent.append(context)  # sent with the others of this turn
         else:
             self._reads_dropped.append(context)
 
@@ -259,10 +260,13 @@ class RaftCore(Replication, FollowerSide):
             if self._promotable():
                 self._campaign(transfer=True)
         elif m.type is MT.READ_INDEX_RESP:
-            if m.reject:
-                self._reads_dropped.append(m.context)
+            _, batch = self._read_batches.pop(m.context, (0, None))
+            if batch is None:
+                pass  # an answer to a batch already given up
+            elif m.reject:
+                self._reads_dropped.extend(batch)
             else:
-                self._read_states.append(ReadState(m.context, m.index))
+                self._read_states.extend(ReadState(ctx, m.index) for ctx in batch)
         elif m.type is MT.READ_INDEX:
             self._send(
                 Message(
@@ -348,8 +352,37 @@ class RaftCore(Replication, FollowerSide):
     # -- output ------------------------------------------------------------------------------
 
     def _prepare(self) -> None:
+        if self._reads_unsent:
+            self._send_reads()
         if self.role is Role.LEADER:
             self._prepare_leader()
+
+    def _expire_read_batches(self) -> None:
+        """Give up reads the leader left unanswered for an election timeout (the message or
+        its answer was lost): their callers retry rather than wait for their deadline."""
+        limit = self.config.election_ticks_min
+        for batch_id, (sent, batch) in list(self._read_batches.items()):
+            if self._ticks - sent >= limit:
+                del self._read_batches[batch_id]
+                self._reads_dropped.extend(batch)
+
+    def _send_reads(self) -> None:
+        """A follower asks the leader once for every read asked since the last output."""
+        batch, self._reads_unsent = self._reads_unsent, []
+        if self.role is Role.LEADER or self.leader == NONE:
+            self._reads_dropped.extend(batch)  # not reached: _reset drops them first
+            return
+        self._read_batch_id += 1
+        self._read_batches[self._read_batch_id] = (self._ticks, batch)
+        self._send(
+            Message(
+                MT.READ_INDEX,
+                to=self.leader,
+                frm=self.id,
+                term=self.term,
+                context=self._read_batch_id,
+            )
+        )
 
     def take_messages(self) -> list[Message]:
         """Messages that may be sent at once, between :meth:`ready` and :meth:`advance` too
