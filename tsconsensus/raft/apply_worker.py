@@ -92,17 +92,25 @@ class ApplyWorker:
         """Apply ``entries`` after everything handed over before. With ``inline``, when the
         worker has nothing queued or running, they are applied on the calling thread (the
         loop) at once: one thread hand-over less per command."""
-        if self._inline and self._pending == 0 and self._busy.acquire(blocking=False):
+        if self._enter_inline():
             try:
-                if self._pending == 0:
-                    self._run_inline(self._apply_fn, entries)
-                    self.applied = entries[-1].index
-                    if self._read_waiters:
-                        self._answer_reads()
-                    return
+                self._run_inline(self._apply_fn, entries)
+                self.applied = entries[-1].index
+                if self._read_waiters:
+                    self._answer_reads()
             finally:
                 self._busy.release()
+            return
         self._put("apply", entries)
+
+    def _enter_inline(self) -> bool:
+        """With ``inline``, take ``_busy`` if the worker has nothing queued or running; True
+        when taken (the caller runs inline, then releases it)."""
+        if self._inline and self._pending == 0 and self._busy.acquire(blocking=False):
+            if self._pending == 0:
+                return True
+            self._busy.release()
+        return False
 
     def _run_inline(self, fn: Callable[[_T], object], arg: _T) -> None:
         """Call ``fn(arg)`` on this thread as if on the worker (``_busy`` is held)."""
@@ -122,13 +130,12 @@ class ApplyWorker:
         on the calling thread at once when ``index`` is applied already and the worker has
         nothing queued or running (``done`` then reads the machine where ``apply`` would run:
         :meth:`on_thread` is true inside it)."""
-        if self._inline and self._pending == 0 and self._busy.acquire(blocking=False):
+        if self.applied >= index and self._enter_inline():  # applied only grows
             try:
-                if self._pending == 0 and self.applied >= index:
-                    self._run_inline(done, True)
-                    return
+                self._run_inline(done, True)
             finally:
                 self._busy.release()
+            return
         self._put("read", (index, done))
 
     def call(self, fn: Callable[[], object]) -> None:

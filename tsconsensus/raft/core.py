@@ -367,11 +367,10 @@ class RaftCore(Replication, FollowerSide):
                 self._reads_dropped.extend(batch)
 
     def _send_reads(self) -> None:
-        """A follower asks the leader once for every read asked since the last output."""
+        """A follower asks the leader once for every read asked since the last output (only
+        reads asked while a leader was known are here: every change of leader or role goes
+        through ``_reset``, which gives them up)."""
         batch, self._reads_unsent = self._reads_unsent, []
-        if self.role is Role.LEADER or self.leader == NONE:
-            self._reads_dropped.extend(batch)  # not reached: _reset drops them first
-            return
         self._read_batch_id += 1
         self._read_batches[self._read_batch_id] = (self._ticks, batch)
         self._send(
