@@ -145,16 +145,15 @@ class CoreState:
         if requester == self.id:
             self._reads_dropped.append(context)
         else:
-            self._send(
-                Message(
-                    MT.READ_INDEX_RESP,
-                    to=requester,
-                    frm=self.id,
-                    term=self.term,
-                    context=context,
-                    reject=True,
-                )
+            self._refuse_read(requester, context)
+
+    def _refuse_read(self, to: int, context: int) -> None:
+        """Tell ``to`` that its read batch ``context`` will not be answered: it retries."""
+        self._send(
+            Message(
+                MT.READ_INDEX_RESP, to=to, frm=self.id, term=self.term, context=context, reject=True
             )
+        )
 
     def _become_follower(self, term: int, leader: int) -> None:
         self._reset(term)

@@ -268,16 +268,7 @@ class RaftCore(Replication, FollowerSide):
             else:
                 self._read_states.extend(ReadState(ctx, m.index) for ctx in batch)
         elif m.type is MT.READ_INDEX:
-            self._send(
-                Message(
-                    MT.READ_INDEX_RESP,
-                    to=m.frm,
-                    frm=self.id,
-                    term=self.term,
-                    context=m.context,
-                    reject=True,
-                )
-            )
+            self._refuse_read(m.frm, m.context)
 
     def _step_candidate(self, m: Message) -> None:
         if m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
@@ -285,16 +276,7 @@ class RaftCore(Replication, FollowerSide):
             self._step_follower(m)
             return
         if m.type is MT.READ_INDEX:
-            self._send(
-                Message(
-                    MT.READ_INDEX_RESP,
-                    to=m.frm,
-                    frm=self.id,
-                    term=self.term,
-                    context=m.context,
-                    reject=True,
-                )
-            )
+            self._refuse_read(m.frm, m.context)
             return
         pre = self.role is Role.PRE_CANDIDATE
         expected = MT.PRE_VOTE_RESP if pre else MT.VOTE_RESP
@@ -413,9 +395,10 @@ class RaftCore(Replication, FollowerSide):
         if not self._snapshot_asked and self._install is None:
             base = self.snapshot.meta.index if self.snapshot is not None else 0
             last_size = len(self.snapshot.data) if self.snapshot is not None else 0
-            due = (
-                self._handed + len(committed) - base >= self.config.snapshot_entries
-                or handed_bytes >= max(self.config.snapshot_bytes, last_size)
+            due = self._handed + len(
+                committed
+            ) - base >= self.config.snapshot_entries or handed_bytes >= max(
+                self.config.snapshot_bytes, last_size
             )
         rd = Ready(
             hard_state=hard_state,

@@ -131,16 +131,7 @@ class Replication(CoreState):
         pr = self.progress.get(m.frm)
         if m.type is MT.READ_INDEX:
             if pr is None:
-                self._send(
-                    Message(
-                        MT.READ_INDEX_RESP,
-                        to=m.frm,
-                        frm=self.id,
-                        term=self.term,
-                        context=m.context,
-                        reject=True,
-                    )
-                )
+                self._refuse_read(m.frm, m.context)
             else:
                 self._reads.add(m.context, m.frm)
             return
