@@ -265,6 +265,45 @@ def test_follower_with_a_live_leader_ignores_vote_requests_unless_after_timeout_
     assert follower.term == term + 1 and follower.vote == 3
 
 
+def test_followers_told_their_leader_is_down_elect_a_new_one_within_two_ticks() -> None:
+    net = Net(3)
+    net.elect(1)
+    term = net.core(1).term
+    net.crash(1)
+    for member in (2, 3):
+        net.core(member).report_down(1)
+        assert net.core(member).leader == 0  # no lease left to defend
+    for _ in range(2):  # their ticks fall at different moments, as on two machines
+        net.tick(2)
+        net.tick(3)
+    assert len(net.leaders()) == 1 and net.leaders()[0] in (2, 3)
+    assert net.core(net.leaders()[0]).term == term + 1  # one election, no split vote
+
+
+def test_a_down_report_alone_wins_nothing_while_the_other_follower_still_hears_the_leader() -> None:
+    # a false report (or one only this follower got) costs no term while the leader is alive:
+    # the other follower defends the leader's lease and the pre-vote fails
+    net = Net(3)
+    net.elect(1)
+    term = net.core(1).term
+    net.core(2).report_down(1)
+    net.tick(2, times=2)
+    assert net.leaders() == [1] and net.core(1).term == term
+    net.tick(times=3)
+    assert net.leaders() == [1] and net.core(2).leader == 1
+
+
+def test_a_down_report_about_anyone_but_the_followers_leader_changes_nothing() -> None:
+    net = Net(3)
+    net.elect(1)
+    follower = net.core(2)
+    elapsed = follower._election_elapsed
+    follower.report_down(3)
+    assert follower.leader == 1 and follower._election_elapsed == elapsed
+    net.core(1).report_down(2)  # the leader ignores it: its own heartbeats decide
+    assert net.core(1).is_leader
+
+
 def test_learner_never_counts_toward_a_majority_and_never_campaigns() -> None:
     net = Net(3, auto_promote=False)
     net.elect(1)

@@ -107,6 +107,25 @@ def test_dead_unknown_and_hanging_peers_are_reported_unreachable() -> None:
     run(main())
 
 
+def test_a_peer_whose_process_is_gone_is_reported_down_and_a_live_one_is_not() -> None:
+    async def main() -> None:
+        async with Net() as net:
+            a, b, c = await net.node(1), await net.node(2), await net.node(3)
+            for sender in (b, c):
+                sender.transport.send(append(sender.member, 1))
+            await until(lambda: len(a.received) == 2, "both connections")
+            # c closes its connection but still listens: a's probe is answered
+            c.transport.disconnect(1)
+            await until(lambda: c.transport.stats["connections_accepted"] == 1, "a's probe")
+            # b's process goes: its connection ends and nothing listens there any more
+            await b.transport.stop()
+            await until(lambda: a.down == [2], "b reported down")
+            assert a.transport.stats["peers_down"] == 1
+            assert a.unreachable == [] and b.down == c.down == []
+
+    run(main())
+
+
 def test_denied_source_is_closed_before_anything_is_read(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         async with Net() as net:

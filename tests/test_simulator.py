@@ -79,7 +79,15 @@ def test_runs_exercise_what_they_claim() -> None:
         for k, v in result.stats.items():
             totals[k] = totals.get(k, 0) + v
     text = "\n".join(traces)
-    for what in ("crash-all", "wipe", "partition", "pause", "installs snapshot", "committed at"):
+    for what in (
+        "crash-all",
+        "wipe",
+        "partition",
+        "pause",
+        "rumor",
+        "installs snapshot",
+        "committed at",
+    ):
         assert what in text, what
     assert totals["snapshots"] > 0 and totals["reads"] > 100 and totals["refused"] > 0
     assert totals["elections"] > 40

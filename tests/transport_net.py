@@ -70,6 +70,7 @@ class Node:
         self.received: list[Message] = []
         self.driver: list[tuple[int, bytes]] = []
         self.unreachable: list[int] = []
+        self.down: list[int] = []
         self.authorized: list[tuple[str, int]] = []
         self.echo = False  # answer every HEARTBEAT with a HEARTBEAT_RESP
         self.transport: Transport
@@ -124,6 +125,7 @@ class Net:
             on_message=node.on_message,
             on_driver_frame=lambda sender, payload: node.driver.append((sender, payload)),
             on_unreachable=node.unreachable.append,
+            on_down=node.down.append,
             **kwargs,
         )
         await node.transport.start()

@@ -69,6 +69,7 @@ STAT_KEYS = (
     "connections_accepted",
     "connections_dialled",
     "dial_failures",
+    "peers_down",
     "write_failures",
     "callback_errors",
     "errors",
@@ -178,6 +179,7 @@ class Receiver:
         authorize: Callable[[str, int], Awaitable[bool]],
         on_message: Callable[[Message], None],
         on_driver_frame: Callable[[int, bytes], None],
+        on_peer_closed: Callable[[int], None],
         max_frame_bytes: int,
         authorize_timeout_s: float,
         frame_deadline_s: float,
@@ -185,6 +187,7 @@ class Receiver:
         self._link, self._stats = link, link.stats
         self._authorize = authorize
         self._on_message, self._on_driver_frame = on_message, on_driver_frame
+        self._on_peer_closed = on_peer_closed
         self._max_frame_bytes = max_frame_bytes
         self._authorize_timeout_s, self._frame_deadline_s = authorize_timeout_s, frame_deadline_s
         self._conns: set[_Inbound] = set()
@@ -265,12 +268,13 @@ class Receiver:
             self._conns.add(conn)
 
     async def _accepted(self, conn: _Inbound) -> None:
+        peer_closed = False
         try:
             await self._serve(conn)
         except asyncio.CancelledError:
             pass  # close(): end quietly
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the peer went away, mid-frame or not: nothing to report
+            peer_closed = True  # the peer went away, mid-frame or not: nothing to log
         except Exception:
             self._stats["errors"] += 1
             log.exception("inbound connection from %s:%d failed", conn.ip, conn.port)
@@ -280,6 +284,9 @@ class Receiver:
             self._unpend(conn)
             if self._by_sender.get(conn.sender) is conn:
                 del self._by_sender[conn.sender]
+                if peer_closed and not self._closed:
+                    # the member's current connection, ended by its side (not by a redial)
+                    self._link.call(self._on_peer_closed, conn.sender)
 
     async def _serve(self, conn: _Inbound) -> None:
         if self._closed:

@@ -159,6 +159,19 @@ class RaftCore(Replication, FollowerSide):
         if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
             pr.become_probe()
 
+    def report_down(self, member: int) -> None:
+        """The transport saw ``member``'s process go away: its connection to us closed and a
+        fresh dial was refused at once. A follower whose leader that is does not wait out its
+        election timeout: it forgets the leader (so it no longer defends that leader's lease
+        against other members' pre-votes) and campaigns on the next tick or the one after (the
+        spread keeps two followers that learn it at once from splitting the vote). Only timing
+        depends on it: a false report costs at most an election."""
+        if self.role is Role.FOLLOWER and member == self.leader != NONE:
+            self.leader = NONE
+            self._election_elapsed = max(
+                self._election_elapsed, self._timeout - self._rng.randrange(1, 3)
+            )
+
     def snapshot_taken(self, snapshot: Snapshot) -> None:
         """The layer above saved ``snapshot`` durably: keep it to send to followers that are
         too far behind, and compact the log behind it (keeping a tail)."""

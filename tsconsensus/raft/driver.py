@@ -102,6 +102,7 @@ class Driver:
             on_message=self._on_message,
             on_driver_frame=self._driver_frame,
             on_unreachable=self.core.report_unreachable,
+            on_down=self._peer_down,
             max_frame_bytes=config.max_message_bytes + 4096,
             dial=dial,
         )
@@ -225,6 +226,10 @@ class Driver:
     def _driver_frame(self, member: int, payload: bytes) -> None:
         self._heard[member] = time.monotonic()
         self._on_driver_frame(member, payload)
+
+    def _peer_down(self, member: int) -> None:
+        self.core.report_down(member)
+        self._kick()
 
     def _resolve(self, member: int) -> tuple[str, int] | None:
         address = self.core.membership.addresses.get(member) or self._hints.get(member)

@@ -140,6 +140,7 @@ class Transport:
         on_message: Callable[[Message], None],
         on_driver_frame: Callable[[int, bytes], None],
         on_unreachable: Callable[[int], None],
+        on_down: Callable[[int], None] = lambda member: None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         queue_limit: int = 4096,
         connect_timeout_s: float = 2.0,
@@ -163,11 +164,13 @@ class Transport:
             authorize=authorize,
             on_message=on_message,
             on_driver_frame=on_driver_frame,
+            on_peer_closed=self._probe_soon,
             max_frame_bytes=max_frame_bytes,
             authorize_timeout_s=connect_timeout_s,
             frame_deadline_s=frame_deadline_s,
         )
-        self._resolve, self._on_unreachable = resolve, on_unreachable
+        self._resolve, self._on_unreachable, self._on_down = resolve, on_unreachable, on_down
+        self._probing: set[int] = set()
         self._max_body = max_frame_bytes - PREFIX_BYTES
         self._queue_limit, self._queue_bytes_limit = queue_limit, queue_bytes_limit
         self._connect_timeout_s, self._write_timeout_s = connect_timeout_s, write_timeout_s
@@ -428,6 +431,33 @@ class Transport:
         if suppressed is not None:
             log.warning("member %016x unreachable: %s%s", peer.member, reason, more(suppressed))
         self._link.call(self._on_unreachable, peer.member)
+
+    def _probe_soon(self, member: int) -> None:
+        if member in self._probing or self._stopped or self._loop is None:
+            return
+        self._probing.add(member)
+        self._loop.create_task(self._probe(member))
+
+    async def _probe(self, member: int) -> None:
+        """``member`` closed its connection to us: dial it once. A refusal means nothing
+        listens there any more (its process died or stopped; its host is up), which is
+        reported through ``on_down``; an answer, a timeout or any other error says nothing."""
+        refused = False
+        try:
+            where = self._resolve(member)
+            if where is not None and self._link.allowed(where[0]):
+                _, writer = await asyncio.wait_for(self._dial(*where), self._connect_timeout_s)
+                writer.transport.abort()
+        except ConnectionRefusedError:
+            refused = True
+        except Exception:  # unreachable, slow, unknown: the election timeout decides
+            pass
+        finally:
+            self._probing.discard(member)
+        if refused and not self._stopped:
+            self._stats["peers_down"] += 1
+            log.info("member %016x refused a connection after closing ours: down", member)
+            self._link.call(self._on_down, member)
 
     async def _watch(self) -> None:
         """Abort connections past their deadline: a body or first frame that does not arrive

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProposalRefusedError
@@ -94,6 +95,12 @@ class Nemesis:
             host = self.hosts[f.slots[0]]
             self._crash(host, torn=f.kind == "crash-torn")
             self._push(self.now + f.duration_ms, "restart", -1, host.slot)
+            self._report_down(host, lambda other: (host.slot, other.slot) not in self._blocked)
+        elif f.kind == "rumor":
+            # a false report (a peer that closed a connection and was slow to accept another):
+            # every live member hears that its leader is down
+            for leader in self._leaders()[:1]:
+                self._report_down(leader, lambda other: True)
         elif f.kind == "pause":
             host = self.hosts[f.slots[0]]
             host.paused_until = max(host.paused_until, self.now + f.duration_ms)
@@ -142,6 +149,14 @@ class Nemesis:
                     except ProposalRefusedError:
                         pass
                     self._pump(host)
+
+    def _report_down(self, gone: SimHost, sees: Callable[[SimHost], bool]) -> None:
+        """What the transport reports when ``gone``'s connections close and its port refuses:
+        every other live member that ``sees`` it hears ``gone`` is down."""
+        for other in self.hosts:
+            if other is not gone and other.core is not None and sees(other):
+                other.core.report_down(gone.member)
+                self._pump(other)
 
     def _full_membership(self) -> bool:
         leaders = self._leaders()

@@ -18,6 +18,7 @@ FAULT_KINDS = (
     "bridge",
     "wipe",
     "transfer",
+    "rumor",
 )
 
 
@@ -93,7 +94,7 @@ def random_schedule(rng: random.Random, options: SimOptions) -> list[Fault]:
         elif kind == "bridge" and n >= 3:
             order = rng.sample(range(n), n)
             faults.append(Fault(at, kind, tuple(order), duration))
-        elif kind in ("isolate-leader", "transfer"):
+        elif kind in ("isolate-leader", "transfer", "rumor"):
             faults.append(Fault(at, kind, (), duration))
     faults.sort(key=lambda f: f.at_ms)
     return faults
