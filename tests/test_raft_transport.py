@@ -120,7 +120,16 @@ def test_a_peer_whose_process_is_gone_is_reported_down_and_a_live_one_is_not() -
             # b's process goes: its connection ends and nothing listens there any more
             await b.transport.stop()
             await until(lambda: a.down == [2], "b reported down")
-            assert a.transport.stats["peers_down"] == 1
+            # a dying process: its connection ends, its listener still accepts but says nothing
+            dying = await asyncio.start_server(lambda r, w: w.transport.abort(), net.host(4), 0)
+            net.addresses[4] = (net.host(4), dying.sockets[0].getsockname()[1])
+            raw = await Raw.connect(a.address, net.host(4))
+            await raw.send(raw.frame(raw.mac(), b"", kind=2, sender=4))
+            await until(lambda: a.transport.stats["frames_received"] == 3, "4's frame")
+            raw.close()
+            await until(lambda: a.down == [2, 4], "4 reported down")
+            dying.close()
+            assert a.transport.stats["peers_down"] == 2
             assert a.unreachable == [] and b.down == c.down == []
 
     run(main())

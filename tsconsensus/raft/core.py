@@ -163,14 +163,16 @@ class RaftCore(Replication, FollowerSide):
         """The transport saw ``member``'s process go away: its connection to us closed and a
         fresh dial was refused at once. A follower whose leader that is does not wait out its
         election timeout: it forgets the leader (so it no longer defends that leader's lease
-        against other members' pre-votes) and campaigns on the next tick or the one after (the
-        spread keeps two followers that learn it at once from splitting the vote). Only timing
-        depends on it: a false report costs at most an election."""
+        against other members' pre-votes) and campaigns within a few ticks, the voters in the
+        order of their ids one tick apart (the other followers learn it at the same moment,
+        and their ticks may be in step: campaigning together would split the vote). Only
+        timing depends on it: a false report costs at most an election."""
         if self.role is Role.FOLLOWER and member == self.leader != NONE:
             self.leader = NONE
-            self._election_elapsed = max(
-                self._election_elapsed, self._timeout - self._rng.randrange(1, 3)
-            )
+            others = sorted(self.membership.voters - {member})
+            rank = others.index(self.id) if self.id in others else len(others)
+            wait = min(1 + rank, self.config.election_ticks_min)
+            self._election_elapsed = max(self._election_elapsed, self._timeout - wait)
 
     def snapshot_taken(self, snapshot: Snapshot) -> None:
         """The layer above saved ``snapshot`` durably: keep it to send to followers that are

@@ -439,24 +439,35 @@ class Transport:
         self._loop.create_task(self._probe(member))
 
     async def _probe(self, member: int) -> None:
-        """``member`` closed its connection to us: dial it once. A refusal means nothing
-        listens there any more (its process died or stopped; its host is up), which is
-        reported through ``on_down``; an answer, a timeout or any other error says nothing."""
-        refused = False
+        """``member`` closed its connection to us: dial it once. A refusal, or a connection
+        that ends before the hello, means nothing serves there any more (its process died or
+        is dying: the kernel may close the listener a little after the connections); that is
+        reported through ``on_down``. A hello, a timeout or any other error says nothing."""
+
+        async def answers(host: str, port: int) -> bool:
+            reader, writer = await self._dial(host, port)
+            try:
+                await reader.readexactly(HELLO_BYTES)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return False
+            finally:
+                writer.transport.abort()
+            return True
+
+        down = False
         try:
             where = self._resolve(member)
             if where is not None and self._link.allowed(where[0]):
-                _, writer = await asyncio.wait_for(self._dial(*where), self._connect_timeout_s)
-                writer.transport.abort()
+                down = not await asyncio.wait_for(answers(*where), self._connect_timeout_s)
         except ConnectionRefusedError:
-            refused = True
+            down = True
         except Exception:  # unreachable, slow, unknown: the election timeout decides
             pass
         finally:
             self._probing.discard(member)
-        if refused and not self._stopped:
+        if down and not self._stopped:
             self._stats["peers_down"] += 1
-            log.info("member %016x refused a connection after closing ours: down", member)
+            log.info("member %016x is down: it closed our connection and refused a new one", member)
             self._link.call(self._on_down, member)
 
     async def _watch(self) -> None:
