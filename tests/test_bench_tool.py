@@ -37,6 +37,8 @@ def expected_rows() -> list[str]:
         *rows,
         "failover (1 leader kill): median ms",
         "failover (1 leader kill): max ms",
+        "failover, leader frozen (1 leader freeze): median ms",
+        "failover, leader frozen (1 leader freeze): max ms",
         "RSS idle, largest member: MiB",
         "RSS with 300 keys of 256 B, fresh cluster: MiB",
         "RSS after the whole run plus 300 keys of 256 B: MiB",
@@ -126,7 +128,8 @@ def test_quick_run_measures_every_row_and_writes_the_chart(tmp_path: Path) -> No
         for what in ("writes (a) client port, 4 clients", "reads (get), 1 client"):
             p50, p99 = (figure(rows[f"{what}: {p} ms"][index]) for p in ("p50", "p99"))
             assert p50 <= p99, (what, p50, p99)
-    assert "failover 1/1" in err and "chart written to" in err, err  # progress, step by step
+    assert "failover 1/1" in err and "frozen leader 1/1" in err, err
+    assert "chart written to" in err, err  # progress, step by step
 
     data = chart.read_bytes()
     assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", data[:24]

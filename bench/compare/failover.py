@@ -1,4 +1,10 @@
-"""Leader failover: SIGKILL the leader, time until the first write succeeds, restart it.
+"""Leader failover: SIGKILL (or SIGSTOP) the leader, time until the first write succeeds,
+restart it.
+
+SIGKILL is a crash on a machine that stays up: the kernel closes the leader's connections and
+its ports refuse new ones, which a system may take as a sign. SIGSTOP freezes it instead: its
+connections stay open and silent, as when its machine goes dark or the network is cut, so only
+the election timeout can tell.
 
 The probe starts a new write every 20 ms (each on a fresh connection to one of the surviving
 members in turn, each with its own timeout) from the moment of the kill, so the figure is when
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 
 from . import payloads
@@ -55,8 +62,9 @@ async def first_write(targets: list[Target], style: str, since: float) -> float:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def one_failover(system: System) -> float:
-    """Kill the leader of a healthy cluster, time the first write after it (ms), restart it."""
+def one_failover(system: System, sig: int = signal.SIGKILL) -> float:
+    """Kill (``sig``) the leader of a healthy cluster, time the first write after it (ms),
+    restart it."""
     path = system.failover_path()
     system.wait_healthy()
     time.sleep(0.5)  # let a restarted member settle (a tool, not a test: no deadline here)
@@ -69,7 +77,7 @@ def one_failover(system: System) -> float:
     survivors = [i for i in range(len(system.addresses)) if i != leader]
     targets = system.targets(path, among=survivors)
     since = time.perf_counter()
-    system.kill(leader)
+    system.kill(leader, sig)
     try:
         seconds = asyncio.run(first_write(targets, path.style, since))
     finally:

@@ -100,6 +100,9 @@ def rows(settings: dict[str, Any]) -> list[Row]:
     kills = plural(settings["kills"], "leader kill")
     out.append(Row("failover/median", f"failover ({kills}): median ms", "ms"))
     out.append(Row("failover/max", f"failover ({kills}): max ms", "ms"))
+    freezes = plural(settings["kills"], "leader freeze")
+    out.append(Row("frozen/median", f"failover, leader frozen ({freezes}): median ms", "ms"))
+    out.append(Row("frozen/max", f"failover, leader frozen ({freezes}): max ms", "ms"))
     out.append(Row("rss/idle", "RSS idle, largest member: MiB", "MiB"))
     keys = settings["keys"]
     size = f"{keys:,} keys of {settings['value_bytes']} B"

@@ -12,6 +12,7 @@ a fresh 3-member cluster of it side by side, measured in alternation.
 from __future__ import annotations
 
 import contextlib
+import signal
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -194,21 +195,33 @@ class Run:
         }
 
     def _failover(self) -> None:
-        times: dict[System, list[float]] = {}
         kills = self.settings.kills
-        for k in range(kills):
+        for key, sig, what in (
+            ("failover", signal.SIGKILL, "failover"),
+            ("frozen", signal.SIGSTOP, "frozen leader"),
+        ):
+            times: dict[System, list[float]] = {}
+            for k in range(kills):
 
-            def kill(system: System, k: int = k) -> None:
-                ms = one_failover(system)
-                times.setdefault(system, []).append(ms)
-                self.progress(f"{system.name}: failover {k + 1}/{kills}: first write {ms:,.0f} ms")
+                def kill(
+                    system: System,
+                    k: int = k,
+                    sig: int = sig,
+                    what: str = what,
+                    times: dict[System, list[float]] = times,
+                ) -> None:
+                    ms = one_failover(system, sig)
+                    times.setdefault(system, []).append(ms)
+                    self.progress(
+                        f"{system.name}: {what} {k + 1}/{kills}: first write {ms:,.0f} ms"
+                    )
 
-            self._each(kill)
-        self._each(lambda system: system.wait_healthy())
-        for system, found in times.items():
-            if system in self.active:
-                self.results.put(system.column, "failover/median", statistics.median(found))
-                self.results.put(system.column, "failover/max", max(found))
+                self._each(kill)
+            self._each(lambda system: system.wait_healthy())
+            for system, found in times.items():
+                if system in self.active:
+                    self.results.put(system.column, f"{key}/median", statistics.median(found))
+                    self.results.put(system.column, f"{key}/max", max(found))
 
     def _memory(self, system: System) -> None:
         s = self.settings

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
 import random
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -108,8 +110,10 @@ class System(abc.ABC):
         leader's process (None when the system has no such path)."""
 
     @abc.abstractmethod
-    def kill(self, i: int) -> None:
-        """SIGKILL member ``i``."""
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to member ``i``: SIGKILL (a crash: the kernel closes its connections)
+        or SIGSTOP (frozen: its connections stay open and silent, as when its machine goes
+        dark). :meth:`restart` ends a frozen member before starting it again."""
 
     @abc.abstractmethod
     def restart(self, i: int) -> None:
@@ -147,8 +151,11 @@ class ProcessSystem(System):
             procs.stop(proc)
         self.members.clear()
 
-    def kill(self, i: int) -> None:
-        procs.stop(self.members[i], kill=True)
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        if sig == signal.SIGKILL:
+            procs.stop(self.members[i], kill=True)
+        else:
+            os.kill(self.members[i].pid, sig)
 
     def restart(self, i: int) -> None:
         old = self.members.pop(i, None)

@@ -73,8 +73,8 @@ class TsconsensusSystem(System):
     def bulk_path(self) -> ClientPath:
         return self.paths()[0]
 
-    def kill(self, i: int) -> None:
-        self._cluster().signal_node(i, signal.SIGKILL)
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        self._cluster().signal_node(i, sig)
 
     def restart(self, i: int) -> None:
         cluster = self._cluster()
