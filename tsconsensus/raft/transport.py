@@ -102,8 +102,9 @@ class Transport:
     once per inbound connection, before anything is read from it (bounded by
     ``connect_timeout_s``; an exception or timeout denies); ``still_allowed`` is called per
     inbound frame, before each dial and by :meth:`recheck` (an exception counts as "no");
-    ``on_message``, ``on_driver_frame`` and ``on_unreachable`` are called synchronously on the
-    loop and must not block (what they raise is logged and counted as ``callback_errors``).
+    ``on_message``, ``on_driver_frame``, ``on_unreachable`` and ``on_down`` are called
+    synchronously on the loop and must not block (what they raise is logged and counted as
+    ``callback_errors``).
 
     ``max_frame_bytes`` bounds a whole frame (header, MAC and body). ``queue_limit`` and
     ``queue_bytes_limit`` bound each peer's outbound queue; when either is reached the *oldest*
@@ -120,7 +121,9 @@ class Transport:
     ``write_timeout_s`` (an outbound connection whose writes have not drained by then is closed
     and reported unreachable), ``frame_deadline_s`` (the least time a peer gets to deliver a
     frame body, and its first frame after the hello; larger bodies get ``length / 1 MB/s``),
-    and the read-only properties ``address``, ``member_id`` and ``cluster_id``.
+    ``on_down`` (a member closed its connection to us and a fresh dial to it was refused or
+    ended before the hello: its process is gone; see :meth:`_probe`), and the read-only
+    properties ``address``, ``member_id`` and ``cluster_id``.
 
     The constructor raises :class:`ValueError` for a ``host`` that is not a literal, specific IP
     address (never a wildcard) or an out-of-range id or limit.
@@ -170,7 +173,7 @@ class Transport:
             frame_deadline_s=frame_deadline_s,
         )
         self._resolve, self._on_unreachable, self._on_down = resolve, on_unreachable, on_down
-        self._probing: set[int] = set()
+        self._probes: dict[int, asyncio.Task[None]] = {}  # held: the loop keeps weak refs
         self._max_body = max_frame_bytes - PREFIX_BYTES
         self._queue_limit, self._queue_bytes_limit = queue_limit, queue_bytes_limit
         self._connect_timeout_s, self._write_timeout_s = connect_timeout_s, write_timeout_s
@@ -216,6 +219,7 @@ class Transport:
         tasks = self._receiver.close()
         if self._watchdog is not None:
             tasks.append(self._watchdog)
+        tasks += self._probes.values()
         for peer in self._peers.values():
             peer.close()
             peer.queue.clear()
@@ -433,10 +437,9 @@ class Transport:
         self._link.call(self._on_unreachable, peer.member)
 
     def _probe_soon(self, member: int) -> None:
-        if member in self._probing or self._stopped or self._loop is None:
+        if member in self._probes or self._stopped or self._loop is None:
             return
-        self._probing.add(member)
-        self._loop.create_task(self._probe(member))
+        self._probes[member] = self._loop.create_task(self._probe(member))
 
     async def _probe(self, member: int) -> None:
         """``member`` closed its connection to us: dial it once. A refusal, or a connection
@@ -464,7 +467,7 @@ class Transport:
         except Exception:  # unreachable, slow, unknown: the election timeout decides
             pass
         finally:
-            self._probing.discard(member)
+            self._probes.pop(member, None)
         if down and not self._stopped:
             self._stats["peers_down"] += 1
             log.info("member %016x is down: it closed our connection and refused a new one", member)
