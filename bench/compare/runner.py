@@ -195,33 +195,27 @@ class Run:
         }
 
     def _failover(self) -> None:
+        self._failover_series("failover", signal.SIGKILL, "failover")
+        self._failover_series("frozen", signal.SIGSTOP, "frozen leader")
+
+    def _failover_series(self, key: str, sig: int, what: str) -> None:
+        """``kills`` rounds of :func:`one_failover` with ``sig`` on every system in turn; the
+        median and max go under ``key``."""
+        times: dict[System, list[float]] = {}
         kills = self.settings.kills
-        for key, sig, what in (
-            ("failover", signal.SIGKILL, "failover"),
-            ("frozen", signal.SIGSTOP, "frozen leader"),
-        ):
-            times: dict[System, list[float]] = {}
-            for k in range(kills):
+        for k in range(kills):
 
-                def kill(
-                    system: System,
-                    k: int = k,
-                    sig: int = sig,
-                    what: str = what,
-                    times: dict[System, list[float]] = times,
-                ) -> None:
-                    ms = one_failover(system, sig)
-                    times.setdefault(system, []).append(ms)
-                    self.progress(
-                        f"{system.name}: {what} {k + 1}/{kills}: first write {ms:,.0f} ms"
-                    )
+            def kill(system: System, k: int = k) -> None:
+                ms = one_failover(system, sig)
+                times.setdefault(system, []).append(ms)
+                self.progress(f"{system.name}: {what} {k + 1}/{kills}: first write {ms:,.0f} ms")
 
-                self._each(kill)
-            self._each(lambda system: system.wait_healthy())
-            for system, found in times.items():
-                if system in self.active:
-                    self.results.put(system.column, f"{key}/median", statistics.median(found))
-                    self.results.put(system.column, f"{key}/max", max(found))
+            self._each(kill)
+        self._each(lambda system: system.wait_healthy())
+        for system, found in times.items():
+            if system in self.active:
+                self.results.put(system.column, f"{key}/median", statistics.median(found))
+                self.results.put(system.column, f"{key}/max", max(found))
 
     def _memory(self, system: System) -> None:
         s = self.settings

@@ -161,12 +161,12 @@ class RaftCore(Replication, FollowerSide):
 
     def report_down(self, member: int) -> None:
         """The transport saw ``member``'s process go away: its connection to us closed and a
-        fresh dial was refused at once. A follower whose leader that is does not wait out its
-        election timeout: it forgets the leader (so it no longer defends that leader's lease
-        against other members' pre-votes) and campaigns within a few ticks, the voters in the
-        order of their ids one tick apart (the other followers learn it at the same moment,
-        and their ticks may be in step: campaigning together would split the vote). Only
-        timing depends on it: a false report costs at most an election."""
+        fresh dial was refused or dropped before the greeting. A follower whose leader that is
+        does not wait out its election timeout: it forgets the leader (so it no longer defends
+        that leader's lease against other members' pre-votes) and campaigns within a few
+        ticks, the voters in the order of their ids one tick apart (the other followers learn
+        it at the same moment, and their ticks may be in step: campaigning together would
+        split the vote). Only timing depends on it: a false report costs at most an election."""
         if self.role is Role.FOLLOWER and member == self.leader != NONE:
             self.leader = NONE
             others = sorted(self.membership.voters - {member})
@@ -410,10 +410,9 @@ class RaftCore(Replication, FollowerSide):
         if not self._snapshot_asked and self._install is None:
             base = self.snapshot.meta.index if self.snapshot is not None else 0
             last_size = len(self.snapshot.data) if self.snapshot is not None else 0
-            due = self._handed + len(
-                committed
-            ) - base >= self.config.snapshot_entries or handed_bytes >= max(
-                self.config.snapshot_bytes, last_size
+            due = (
+                self._handed + len(committed) - base >= self.config.snapshot_entries
+                or handed_bytes >= max(self.config.snapshot_bytes, last_size)
             )
         rd = Ready(
             hard_state=hard_state,

@@ -470,7 +470,7 @@ class Transport:
             self._probes.pop(member, None)
         if down and not self._stopped:
             self._stats["peers_down"] += 1
-            log.info("member %016x is down: it closed our connection and refused a new one", member)
+            log.info("member %016x is down: it closed our connection, then failed a dial", member)
             self._link.call(self._on_down, member)
 
     async def _watch(self) -> None:
