@@ -47,6 +47,7 @@ from .progress import ProgressState
 from .replication import Replication
 
 MT = MessageType
+_NOTHING = Ready()  # what ready() returns when there is nothing to do
 CAMPAIGN_TRANSFER = 1
 """``context`` of a vote request sent after TimeoutNow: it overrides leader stickiness."""
 
@@ -393,10 +394,26 @@ class RaftCore(Replication, FollowerSide):
         if self._outstanding is not None:
             raise RuntimeError("ready() called again before advance() of the previous Ready")
         self._prepare()
+        last = self.log.last_index
+        if (
+            self._dirty_from > last
+            and not self._msgs
+            and not self._msgs_after
+            and not self._read_states
+            and not self._reads_dropped
+            and self._install is None
+            and min(self.commit, self.stable_index) <= self._handed
+            and self._states_unchanged()
+            and not self._snapshot_due(0, self._handed_bytes)
+        ):
+            # the common answer (most calls follow a step that changed nothing to output):
+            # the same as below, without building the records to compare
+            self._dirty_from = last + 1
+            return _NOTHING
         entries: tuple[Entry, ...] = ()
-        if self._dirty_from <= self.log.last_index:
-            entries = tuple(self.log.entries(self._dirty_from, self.log.last_index + 1))
-        self._dirty_from = self.log.last_index + 1
+        if self._dirty_from <= last:
+            entries = tuple(self.log.entries(self._dirty_from, last + 1))
+        self._dirty_from = last + 1
         hs = HardState(self.term, self.vote, self.commit)
         hard_state = hs if hs != self._last_hs else None
         soft = SoftState(self.leader, self.role, self.term)
@@ -406,14 +423,7 @@ class RaftCore(Replication, FollowerSide):
         if upto > self._handed:
             committed = tuple(self.log.entries(self._handed + 1, upto + 1))
         handed_bytes = self._handed_bytes + sum(e.size for e in committed)
-        due = False
-        if not self._snapshot_asked and self._install is None:
-            base = self.snapshot.meta.index if self.snapshot is not None else 0
-            last_size = len(self.snapshot.data) if self.snapshot is not None else 0
-            due = (
-                self._handed + len(committed) - base >= self.config.snapshot_entries
-                or handed_bytes >= max(self.config.snapshot_bytes, last_size)
-            )
+        due = self._snapshot_due(len(committed), handed_bytes)
         rd = Ready(
             hard_state=hard_state,
             entries=entries,
@@ -438,6 +448,30 @@ class RaftCore(Replication, FollowerSide):
         self._msgs, self._msgs_after, self._read_states, self._reads_dropped = [], [], [], []
         self._outstanding = rd
         return rd
+
+    def _states_unchanged(self) -> bool:
+        """Whether the hard and soft state are what the last Ready reported."""
+        hs, soft = self._last_hs, self._last_soft
+        return (
+            hs.term == self.term
+            and hs.vote == self.vote
+            and hs.commit == self.commit
+            and soft.leader == self.leader
+            and soft.role is self.role
+            and soft.term == self.term
+        )
+
+    def _snapshot_due(self, handing: int, handed_bytes: int) -> bool:
+        """Whether the log, with ``handing`` more entries handed out (``handed_bytes`` in
+        all), has grown past the compaction thresholds and no snapshot is asked for yet."""
+        if self._snapshot_asked or self._install is not None:
+            return False
+        base = self.snapshot.meta.index if self.snapshot is not None else 0
+        last_size = len(self.snapshot.data) if self.snapshot is not None else 0
+        return (
+            self._handed + handing - base >= self.config.snapshot_entries
+            or handed_bytes >= max(self.config.snapshot_bytes, last_size)
+        )
 
     def advance(self, rd: Ready) -> None:
         """The driver persisted ``rd`` (and sent its messages, handed out its entries)."""

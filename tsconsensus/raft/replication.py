@@ -254,10 +254,16 @@ class Replication(CoreState):
             if len(self.membership.voters) > 1:
                 self._broadcast_heartbeat(round_id)
             self._release_reads()
+        last = self.log.last_index
         for to in sorted(self.progress):
             if to == self.id:
                 continue
             pr = self.progress[to]
+            if pr.next == last + 1 and pr.state is ProgressState.REPLICATE:
+                # it has been sent everything (what _send_append would find out the long way)
+                if pr.sent_commit < self.commit:
+                    self._send_append(to, empty=True, notice=True)
+                continue
             sent = False
             while self._send_append(to, empty=False):
                 sent = True
