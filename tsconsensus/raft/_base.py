@@ -219,3 +219,27 @@ class CoreState:
             self._msgs_after.append(m)
         else:
             self._msgs.append(m)
+
+    def _states_unchanged(self) -> bool:
+        """Whether the hard and soft state are what the last Ready reported."""
+        hs, soft = self._last_hs, self._last_soft
+        return (
+            hs.term == self.term
+            and hs.vote == self.vote
+            and hs.commit == self.commit
+            and soft.leader == self.leader
+            and soft.role is self.role
+            and soft.term == self.term
+        )
+
+    def _snapshot_due(self, handing: int, handed_bytes: int) -> bool:
+        """Whether the log, with ``handing`` more entries handed out (``handed_bytes`` in
+        all), has grown past the compaction thresholds and no snapshot is asked for yet."""
+        if self._snapshot_asked or self._install is not None:
+            return False
+        base = self.snapshot.meta.index if self.snapshot is not None else 0
+        last_size = len(self.snapshot.data) if self.snapshot is not None else 0
+        return (
+            self._handed + handing - base >= self.config.snapshot_entries
+            or handed_bytes >= max(self.config.snapshot_bytes, last_size)
+        )
