@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .helpers import eventually
@@ -26,6 +27,7 @@ def expected_rows() -> list[str]:
     rows = []
     for what in ("writes (a) client port, 1 client", "writes (a) client port, 4 clients"):
         rows += [f"{what}: commands/s", f"{what}: p50 ms", f"{what}: p99 ms"]
+        rows += [f"{what}: members' CPU µs per command"]
     for what in (
         "writes (b) in the leader's process, 1 caller",
         "writes (b) in the leader's process, 4 callers",
@@ -136,6 +138,10 @@ def test_quick_run_measures_every_row_and_writes_the_chart(tmp_path: Path) -> No
     width, height = struct.unpack(">II", data[16:24])
     assert width >= 600 and height >= 300, (width, height)
 
+    for index in (0, 1):  # three members' CPU for one command: more than nothing, under 0.1 s
+        cpu = figure(rows["writes (a) client port, 1 client: members' CPU µs per command"][index])
+        assert cpu < 100_000, cpu
+
     figures = json.loads(figures_file.read_text())
     assert figures["columns"] == ["tsconsensus", "pysyncobj"]
     assert figures["problems"] == []
@@ -147,3 +153,15 @@ def test_quick_run_measures_every_row_and_writes_the_chart(tmp_path: Path) -> No
         timeout=15,
         what="every process of the run gone",
     )
+
+
+def test_cpu_seconds_counts_a_busy_process_and_skips_a_gone_one() -> None:
+    from bench.compare.procs import cpu_seconds
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(30)
+    before = cpu_seconds([os.getpid(), gone.pid])
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    assert cpu_seconds([os.getpid(), gone.pid]) - before >= 0.2

@@ -18,12 +18,12 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import payloads
 from .httpwire import Connection, HttpError, Target
-from .procs import child_env
+from .procs import child_env, cpu_seconds
 from .stats import Figures, summarize
 
 MAX_ERRORS_IN_A_ROW = 200
@@ -38,6 +38,8 @@ class LoadSpec:
     clients: int
     seconds: float
     timeout: float = 10.0
+    members: list[int] = field(default_factory=list)
+    """PIDs of the system's member processes, whose CPU time over the interval is reported."""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -56,10 +58,24 @@ def _request(spec: LoadSpec, client: int, n: int) -> tuple[str, bytes]:
 
 
 class _Tally:
-    def __init__(self) -> None:
+    def __init__(self, members: list[int]) -> None:
         self.latencies: list[float] = []
         self.errors = 0
         self.first_error = ""
+        self._members = members
+        self._members_cpu_at_start = 0.0
+        self.members_cpu_s = 0.0
+
+    def start(self) -> float:
+        """The measured interval starts (connections are open): its start time."""
+        self._members_cpu_at_start = cpu_seconds(self._members)
+        return time.perf_counter()
+
+    def stop(self, started: float) -> float:
+        """The interval ends: its length."""
+        elapsed = time.perf_counter() - started
+        self.members_cpu_s = cpu_seconds(self._members) - self._members_cpu_at_start
+        return elapsed
 
     def failed(self, what: str) -> None:
         self.errors += 1
@@ -93,12 +109,12 @@ async def _http(spec: LoadSpec, tally: _Tally) -> float:
                 in_a_row += 1
             n += 1
 
-    started = time.perf_counter()
+    started = tally.start()
     try:
         await asyncio.gather(*(client(c, conn) for c, conn in enumerate(connections)))
+        return tally.stop(started)
     finally:
         await asyncio.gather(*(c.close() for c in connections))
-    return time.perf_counter() - started
 
 
 async def _grpc(spec: LoadSpec, tally: _Tally) -> float:
@@ -134,9 +150,9 @@ async def _grpc(spec: LoadSpec, tally: _Tally) -> float:
                     in_a_row = 0
                 n += 1
 
-        started = time.perf_counter()
+        started = tally.start()
         await asyncio.gather(*(client(c) for c in range(spec.clients)))
-        return time.perf_counter() - started
+        return tally.stop(started)
     finally:
         for channel in channels:
             await channel.close()
@@ -144,12 +160,14 @@ async def _grpc(spec: LoadSpec, tally: _Tally) -> float:
 
 async def generate(spec: LoadSpec) -> tuple[Figures, str]:
     """Run the load in this process: the figures, and the first error seen (or "")."""
-    tally = _Tally()
+    tally = _Tally(spec.members)
     driver = _grpc if spec.driver == "grpc" else _http
     cpu = time.process_time()
     elapsed = await driver(spec, tally)
     figures = summarize(tally.latencies, elapsed, tally.errors)
-    figures = dataclasses.replace(figures, client_cpu_s=time.process_time() - cpu)
+    figures = dataclasses.replace(
+        figures, client_cpu_s=time.process_time() - cpu, members_cpu_s=tally.members_cpu_s
+    )
     return figures, tally.first_error
 
 

@@ -86,6 +86,21 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time, in seconds, that the processes ``pids`` (all their threads)
+    have used so far, from /proc/PID/stat; a process that is gone counts 0."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / tick
+
+
 def wait_until(probe: object, timeout: float, what: str, interval: float = 0.05) -> None:
     """Call ``probe()`` until it is truthy; raise TimeoutError naming ``what`` after
     ``timeout`` seconds. Exceptions from the probe count as "not yet"."""

@@ -17,7 +17,7 @@ class Row:
     key: str
     label: str
     unit: str
-    """``rate``, ``ms``, ``MiB`` or ``ratio``: how the figure is written."""
+    """``rate``, ``ms``, ``us``, ``MiB`` or ``ratio``: how the figure is written."""
     reference: str = ""
     """The row key of the etcd figure its ratios are taken against (default: its own key)."""
 
@@ -48,6 +48,8 @@ class Results:
         self.put(column, f"{key}/rate", figures.rate)
         self.put(column, f"{key}/p50", figures.p50_ms)
         self.put(column, f"{key}/p99", figures.p99_ms)
+        if figures.members_cpu_s and figures.count:
+            self.put(column, f"{key}/cpu", figures.members_cpu_s / figures.count * 1e6)
         if figures.errors:
             self.errors.setdefault(column, {})[key] = figures.errors
 
@@ -80,14 +82,18 @@ def rows(settings: dict[str, Any]) -> list[Row]:
     """The table's rows for a run with these settings."""
     out: list[Row] = []
 
-    def figures(key: str, what: str, unit: str, reference: str = "") -> None:
+    def figures(key: str, what: str, unit: str, reference: str = "", cpu: bool = False) -> None:
         ref = reference or key
         out.append(Row(f"{key}/rate", f"{what}: {unit}", "rate", f"{ref}/rate"))
         out.append(Row(f"{key}/p50", f"{what}: p50 ms", "ms", f"{ref}/p50"))
         out.append(Row(f"{key}/p99", f"{what}: p99 ms", "ms", f"{ref}/p99"))
+        if cpu:
+            out.append(Row(f"{key}/cpu", f"{what}: members' CPU µs per command", "us"))
 
     for c in settings["clients"]:
-        figures(f"write_a/{c}", f"writes (a) client port, {plural(c, 'client')}", "commands/s")
+        figures(
+            f"write_a/{c}", f"writes (a) client port, {plural(c, 'client')}", "commands/s", cpu=True
+        )
     for c in settings["clients"]:
         figures(
             f"write_b/{c}",

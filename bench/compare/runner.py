@@ -51,7 +51,9 @@ def show(figures: Figures) -> str:
 
 def measure(system: System, path: ClientPath, op: str, clients: int, seconds: float) -> Figures:
     """Load from a separate process through ``path``; fails if nothing succeeded."""
-    spec = LoadSpec(path.driver, path.style, op, system.targets(path), clients, seconds)
+    spec = LoadSpec(
+        path.driver, path.style, op, system.targets(path), clients, seconds, members=system.pids()
+    )
     figures, first_error = run_load(spec)
     if figures.count == 0:
         raise RuntimeError(f"{system.name} {path.label}: no request succeeded ({first_error})")

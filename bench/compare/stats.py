@@ -20,6 +20,9 @@ class Figures:
     seconds: float = 0.0
     client_cpu_s: float = 0.0
     """CPU time the load generator process used meanwhile (0 when not measured)."""
+    members_cpu_s: float = 0.0
+    """CPU time the system's member processes used over the measured interval (0 when not
+    measured)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -34,6 +37,7 @@ class Figures:
             errors=int(data.get("errors", 0)),
             seconds=float(data.get("seconds", 0.0)),
             client_cpu_s=float(data.get("client_cpu_s", 0.0)),
+            members_cpu_s=float(data.get("members_cpu_s", 0.0)),
         )
 
 
@@ -68,7 +72,7 @@ def median(values: list[float]) -> float:
 
 def combine(rounds: list[Figures]) -> Figures:
     """One figure from several rounds of the same measurement: the median of each of rate,
-    p50 and p99; counts, errors, time and client CPU added up."""
+    p50 and p99; counts, errors, time and CPU added up."""
     if len(rounds) == 1:
         return rounds[0]
     return Figures(
@@ -79,4 +83,5 @@ def combine(rounds: list[Figures]) -> Figures:
         errors=sum(f.errors for f in rounds),
         seconds=sum(f.seconds for f in rounds),
         client_cpu_s=sum(f.client_cpu_s for f in rounds),
+        members_cpu_s=sum(f.members_cpu_s for f in rounds),
     )

