@@ -24,13 +24,14 @@ from typing import TypeVar
 from . import _forwarding as forwarding
 from ._applier import LogApplier, Outcome, join_entries
 from ._forwarding import encode_forward
+from ._member_view import ROLES, address_of, hex_id, id_of, member_ids, node_status
 from ._outcomes import FailReason, Refusal, SubmitCallback
-from .address import NodeAddress
 from .errors import ProposalRefusedError
 from .raft import Entry, EntryKind, MembershipChange, MembershipOp, Role, Snapshot
 from .raft.driver import Driver
 from .raft.driver_view import DriverView
-from .types import Command, MemberStatus, NodeStatus, RaftState
+from .raft.loop_waker import LoopWaker
+from .types import Command, NodeStatus, RaftState
 
 log = logging.getLogger("tsconsensus.engine")
 T = TypeVar("T")
@@ -41,28 +42,8 @@ _REFUSAL = {
     "overloaded": FailReason.QUEUE_FULL,
     "too-large": FailReason.DENIED,
 }
-_ROLES = {
-    Role.LEADER: RaftState.LEADER,
-    Role.CANDIDATE: RaftState.CANDIDATE,
-    Role.PRE_CANDIDATE: RaftState.FOLLOWER,
-    Role.FOLLOWER: RaftState.FOLLOWER,
-}
 FORWARD_TIMEOUT_S = 5.0
 MAX_ORIGINS = 100_000
-
-
-def hex_id(member: int) -> str:
-    return f"{member:016x}"
-
-
-def parse_hex_id(text: str) -> int:
-    """A member id from its 16 hex digits; ValueError otherwise."""
-    if len(text) != 16:
-        raise ValueError(f"{text!r} is not a member id (16 hex digits)")
-    value = int(text, 16)
-    if value == 0:
-        raise ValueError("member id 0 is not valid")
-    return value
 
 
 class EngineNode:
@@ -93,6 +74,8 @@ class EngineNode:
         self._waiters: dict[str, list[tuple[str, SubmitCallback]]] = {}
         self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
         self._wake_scheduled = False
+        # callers of execute_command on other threads wake the loop through it
+        self._submit_waker = LoopWaker(self.loop, self._drain)
         self._forward_ids = itertools.count(1)
         self._forwards: dict[int, list[str]] = {}
         # leader: request ids of forwarded commands -> the follower waiting for them
@@ -113,10 +96,12 @@ class EngineNode:
 
     async def start(self) -> None:
         self._loop_thread = threading.get_ident()
+        self._submit_waker.start()
         await self.driver.start()
 
     async def stop_async(self) -> None:
         await self.driver.stop()
+        self._submit_waker.close()
         self._fail_all(FailReason.NO_LEADER)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -144,7 +129,7 @@ class EngineNode:
             if self._wake_scheduled:
                 return
             self._wake_scheduled = True
-        self._on_loop_soon(self._drain)
+        self._submit_waker.wake()
 
     def _on_loop_soon(self, fn: Callable[..., None], *args: object) -> None:
         """Run ``fn`` on the node's loop soon; from the loop itself without waking it through
@@ -301,7 +286,7 @@ class EngineNode:
             if member is not None:
                 results.setdefault(member, []).append((rid, digest, outcome))
         if results:
-            self.loop.call_soon_threadsafe(self._send_results, results)
+            self._on_loop_soon(self._send_results, results)
 
     def _resolve(self, outcomes: Sequence[tuple[str, str, Outcome]]) -> None:
         callbacks: list[tuple[SubmitCallback, Outcome]] = []
@@ -354,7 +339,7 @@ class EngineNode:
     # -- status -----------------------------------------------------------------------------
 
     def _on_view(self, view: DriverView) -> None:
-        state = _ROLES[view.role]
+        state = ROLES[view.role]
         if state is not self._state:
             old, self._state = self._state, state
             if state is not RaftState.LEADER and old is RaftState.LEADER:
@@ -383,54 +368,21 @@ class EngineNode:
 
     def members(self) -> list[str]:
         """The member ids of the configuration in force, this node first."""
-        ids = [hex_id(p.id) for p in self.driver.view.peers]
-        return [self.node_id, *sorted(i for i in ids if i != self.node_id)]
+        return member_ids(self.driver.view)
 
     def address_of(self, node_id: str) -> str | None:
         """The Raft address (``host:port``) recorded for a member id."""
-        for p in self.driver.view.peers:
-            if hex_id(p.id) == node_id:
-                return p.address
-        return None
+        return address_of(self.driver.view, node_id)
 
     def id_of(self, text: str) -> str | None:
         """A member id from its hex form or from its address (``host:port`` or ``host``)."""
-        for p in self.driver.view.peers:
-            host = _host(p.address)
-            if text in (hex_id(p.id), p.address, host):
-                return hex_id(p.id)
-        return None
+        return id_of(self.driver.view, text)
 
     def status(self) -> NodeStatus:
-        view = self.driver.view
-        last = view.last_index
-        members = []
-        for p in view.peers:
-            connected = p.id == view.member_id or (
-                p.last_heard_s is not None and p.last_heard_s < 3.0
-            )
-            members.append(
-                MemberStatus(
-                    id=hex_id(p.id),
-                    address=_host(p.address),
-                    connected=connected,
-                    match_index=p.match,
-                    lag=None if p.match is None else max(0, last - p.match),
-                    is_self=p.id == view.member_id,
-                    last_contact_s=None if p.id == view.member_id else p.last_heard_s,
-                )
-            )
-        return NodeStatus(
-            node_id=self.node_id,
-            address=_host(self._address),
-            state=_ROLES[view.role],
-            leader=self.leader,
-            term=view.term,
-            commit_index=view.commit,
-            applied_index=self._applied,
-            has_quorum=view.has_quorum,
-            members=tuple(members),
-            leader_gap_max_s=view.leader_gap_max_s,
+        return node_status(
+            self.driver.view,
+            address=self._address,
+            applied=self._applied,
             snapshot_index=self._snapshot_index(),
         )
 
@@ -476,14 +428,6 @@ class EngineNode:
 
     def transfer_to(self, member: int, timeout: float = 5.0) -> None:
         self._on_loop(lambda: self.driver.transfer_leadership(member), timeout)
-
-
-def _host(raft_address: str) -> str:
-    """The host of a member's Raft address as recorded in the configuration."""
-    try:
-        return NodeAddress.parse(raft_address).host
-    except ValueError:
-        return raft_address  # shown as recorded
 
 
 async def _call(fn: Callable[[], T]) -> T:

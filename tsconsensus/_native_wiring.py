@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from ._applier import LogApplier
-from ._engine import EngineNode, hex_id
+from ._engine import EngineNode
 from ._executor import CommandExecutor
 from ._http import HttpServer
 from ._loop import LoopThread
+from ._member_view import hex_id
 from ._memory import release_free_memory
 from ._outcomes import FailReason
 from ._storage_switches import PLANTED_BUG_ENV, open_switched_storage

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from ._applier import LogApplier
-from ._engine import EngineNode, parse_hex_id
+from ._engine import EngineNode
 from ._executor import CommandExecutor
 from ._http import HttpServer
 from ._loop import LoopThread
+from ._member_view import parse_hex_id
 from .address import NodeAddress
 from .client import PeerClients
 from .config import Config

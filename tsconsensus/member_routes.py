@@ -18,8 +18,8 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._engine import parse_hex_id
 from ._http import Handler, Request, Response, error
+from ._member_view import parse_hex_id
 from .address import NodeAddress
 from .client import PeerClients
 from .errors import JoinError, NoLeaderError, TsconsensusError
