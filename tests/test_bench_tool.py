@@ -155,13 +155,16 @@ def test_quick_run_measures_every_row_and_writes_the_chart(tmp_path: Path) -> No
     )
 
 
-def test_cpu_seconds_counts_a_busy_process_and_skips_a_gone_one() -> None:
-    from bench.compare.procs import cpu_seconds
+def test_cpu_seconds_counts_a_busy_process_and_leaves_out_a_gone_one() -> None:
+    from bench.compare.procs import cpu_seconds, cpu_used
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait(30)
     before = cpu_seconds([os.getpid(), gone.pid])
+    assert gone.pid not in before and os.getpid() in before
     end = time.process_time() + 0.3
     while time.process_time() < end:
         pass
-    assert cpu_seconds([os.getpid(), gone.pid]) - before >= 0.2
+    assert cpu_used(before, cpu_seconds([os.getpid(), gone.pid])) >= 0.2
+    # a process that was there at the start and is gone at the end counts nothing, not minus
+    assert cpu_used({gone.pid: 5.0, **before}, cpu_seconds([os.getpid()])) >= 0.2

@@ -83,3 +83,32 @@ def test_a_worker_never_started_stops_cleanly() -> None:
         DiskWorker(asyncio.get_running_loop(), "test-disk").stop()
 
     asyncio.run(main())
+
+
+def test_a_failing_outcome_handler_does_not_hold_back_the_next_outcomes() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        worker = DiskWorker(loop, "test-disk")
+        worker.start()
+        handed: list[int] = []
+        second = loop.create_future()
+
+        def first_done(result: object, exc: BaseException | None) -> None:
+            handed.append(1)
+            raise RuntimeError("a bug in the first handler")
+
+        def second_done(result: object, exc: BaseException | None) -> None:
+            handed.append(2)
+            second.set_result(None)
+
+        release, queued = threading.Event(), threading.Event()
+        worker.submit(lambda: release.wait(DEADLINE_S), first_done)
+        worker.submit(lambda: None, second_done)
+        worker.submit(queued.set)  # runs once both outcomes above wait for the loop
+        release.set()
+        assert queued.wait(DEADLINE_S)  # the loop is held here: one wake-up hands back both
+        await asyncio.wait_for(second, DEADLINE_S)
+        assert handed == [1, 2]
+        worker.stop()
+
+    asyncio.run(main())

@@ -212,3 +212,20 @@ def test_apply_stays_on_the_apply_thread_unless_the_machine_declares_it_quick(qu
         assert any(name.startswith("tsc-loop") for name in machine.threads), machine.threads
     else:
         assert {name.split("-")[1] for name in machine.threads} == {"apply"}, machine.threads
+
+
+def test_a_command_after_stop_fails_as_no_leader_and_leaves_nothing_queued() -> None:
+    base = unique_loopback_base().rsplit(".", 1)[0]
+    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
+    node = tsc.start(
+        tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t", _config()
+    )
+    try:
+        node.wait_for_leader(10)
+        assert node.execute_command(tsc.Command("set", {"x": 1})).error is None
+    finally:
+        node.stop()
+    with pytest.raises(tsc.NoLeaderError):  # not a timeout with the outcome unknown
+        node.execute_command(tsc.Command("set", {"x": 2}), timeout=1.0)
+    engine = node._engine  # the stopped engine queued nothing for a loop that is gone
+    assert engine is not None and not engine._waiters and not engine._queue

@@ -74,6 +74,7 @@ class EngineNode:
         self._waiters: dict[str, list[tuple[str, SubmitCallback]]] = {}
         self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
         self._wake_scheduled = False
+        self._stopped = False  # under _lock: submits after stop fail at once
         # callers of execute_command on other threads wake the loop through it
         self._submit_waker = LoopWaker(self.loop, self._drain)
         self._forward_ids = itertools.count(1)
@@ -100,6 +101,8 @@ class EngineNode:
         await self.driver.start()
 
     async def stop_async(self) -> None:
+        with self._lock:
+            self._stopped = True
         await self.driver.stop()
         self._submit_waker.close()
         self._fail_all(FailReason.NO_LEADER)
@@ -124,12 +127,15 @@ class EngineNode:
         it: an older entry that used the id for another command, applied here after this
         call, does not."""
         with self._lock:
-            self._waiters.setdefault(request_id, []).append((digest, callback))
-            self._queue.append((request_id, entry))
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-        self._submit_waker.wake()
+            stopped, wake = self._stopped, not self._wake_scheduled
+            if not stopped:
+                self._waiters.setdefault(request_id, []).append((digest, callback))
+                self._queue.append((request_id, entry))
+                self._wake_scheduled = True
+        if stopped:
+            callback(None, FailReason.NO_LEADER)  # the node stopped: nothing will answer
+        elif wake:
+            self._submit_waker.wake()
 
     def _on_loop_soon(self, fn: Callable[..., None], *args: object) -> None:
         """Run ``fn`` on the node's loop soon; from the loop itself without waking it through

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import payloads
 from .httpwire import Connection, HttpError, Target
-from .procs import child_env, cpu_seconds
+from .procs import child_env, cpu_seconds, cpu_used
 from .stats import Figures, summarize
 
 MAX_ERRORS_IN_A_ROW = 200
@@ -63,7 +63,7 @@ class _Tally:
         self.errors = 0
         self.first_error = ""
         self._members = members
-        self._members_cpu_at_start = 0.0
+        self._members_cpu_at_start: dict[int, float] = {}
         self.members_cpu_s = 0.0
 
     def start(self) -> float:
@@ -74,7 +74,7 @@ class _Tally:
     def stop(self, started: float) -> float:
         """The interval ends: its length."""
         elapsed = time.perf_counter() - started
-        self.members_cpu_s = cpu_seconds(self._members) - self._members_cpu_at_start
+        self.members_cpu_s = cpu_used(self._members_cpu_at_start, cpu_seconds(self._members))
         return elapsed
 
     def failed(self, what: str) -> None:

@@ -86,19 +86,25 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User plus system CPU time, in seconds, that the processes ``pids`` (all their threads)
-    have used so far, from /proc/PID/stat; a process that is gone counts 0."""
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User plus system CPU time, in seconds, that each of the processes ``pids`` (all its
+    threads) has used so far, from /proc/PID/stat; a process that is gone is left out."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    found: dict[int, float] = {}
     for pid in pids:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / tick
+        found[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (14, 15)
+    return found
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two :func:`cpu_seconds` samples by the processes present in
+    both (one that exited or was replaced meanwhile is left out rather than counted wrong)."""
+    return sum(max(0.0, after[pid] - used) for pid, used in before.items() if pid in after)
 
 
 def wait_until(probe: object, timeout: float, what: str, interval: float = 0.05) -> None:

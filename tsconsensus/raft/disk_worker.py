@@ -35,7 +35,12 @@ class DiskWorker:
     """One thread running jobs in submission order. Create, :meth:`start` and :meth:`submit`
     on ``loop``'s thread; ``done(result, exc)`` of each job runs there too, in the same order,
     unless the worker was stopped first (then outcomes not yet handed back are dropped: the
-    driver is stopping and nobody waits for them)."""
+    driver is stopping and nobody waits for them). A ``done`` that raises is logged and the
+    next outcomes are handed back all the same.
+
+    The thread is a daemon: a process that exits without :meth:`stop` may cut a write short,
+    which the WAL treats like a power loss (a torn last frame is dropped at recovery; nothing
+    in it was acknowledged)."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, name: str, *, use_eventfd: bool | None = None
@@ -87,4 +92,7 @@ class DiskWorker:
         outcomes = self._outcomes
         while outcomes and not self._stopped:
             done, result, error = outcomes.popleft()
-            done(result, error)
+            try:
+                done(result, error)
+            except Exception:  # the outcomes behind it must still be handed back
+                log.exception("handling the outcome of a disk job failed")
