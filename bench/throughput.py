@@ -111,9 +111,10 @@ def main() -> None:
             try:
                 node.wait_for_leader(timeout=30)
                 deadline = time.monotonic() + 10
-                while not node.status().has_quorum or node.execute_command(
-                    tsc.Command("get", {"key": "warm-up"})
-                ).error:
+                while (
+                    not node.status().has_quorum
+                    or node.execute_command(tsc.Command("get", {"key": "warm-up"})).error
+                ):
                     if time.monotonic() > deadline:
                         raise tsc.TsconsensusError("the cluster did not become ready")
                     time.sleep(0.05)

@@ -28,6 +28,15 @@ def _config(**sections: object) -> tsc.Config:
     )
 
 
+def _lone_node(machine: tsc.StateMachine | None = None) -> tsc.Consensus:
+    """A started one-member cluster on a fresh loopback address (the caller stops it)."""
+    base = unique_loopback_base().rsplit(".", 1)[0]
+    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
+    return tsc.start(
+        tsc.StaticTailnet(f"{base}.1", peers), machine or tsc.KeyValueMachine(), "tag:t", _config()
+    )
+
+
 def test_the_readme_example_runs_and_is_the_example_file() -> None:
     example = (ROOT / "examples" / "counter.py").read_text()
     readme = (ROOT / "README.md").read_text()
@@ -118,11 +127,7 @@ def test_a_port_in_use_is_a_clear_error() -> None:
 
 
 def test_bad_arguments_raise_before_anything_is_committed() -> None:
-    base = unique_loopback_base().rsplit(".", 1)[0]
-    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
-    node = tsc.start(
-        tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t", _config()
-    )
+    node = _lone_node()
     try:
         node.wait_for_leader(10)
         with pytest.raises(tsc.InvalidCommandError):
@@ -145,10 +150,8 @@ def test_an_apply_that_executes_a_command_fails_fast_instead_of_deadlocking(quic
                 self.node.execute_command(tsc.Command("x", None), timeout=5)
             return super().apply(command)
 
-    base = unique_loopback_base().rsplit(".", 1)[0]
-    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
     machine = Reentrant()
-    node = tsc.start(tsc.StaticTailnet(f"{base}.1", peers), machine, "tag:t", _config())
+    node = _lone_node(machine)
     machine.node = node
     try:
         node.wait_for_leader(10)
@@ -197,10 +200,8 @@ def test_apply_stays_on_the_apply_thread_unless_the_machine_declares_it_quick(qu
             self.threads.add(threading.current_thread().name)
             return super().apply(command)
 
-    base = unique_loopback_base().rsplit(".", 1)[0]
-    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
     machine = Where()
-    node = tsc.start(tsc.StaticTailnet(f"{base}.1", peers), machine, "tag:t", _config())
+    node = _lone_node(machine)
     try:
         node.wait_for_leader(10)
         for i in range(50):
@@ -215,11 +216,7 @@ def test_apply_stays_on_the_apply_thread_unless_the_machine_declares_it_quick(qu
 
 
 def test_a_command_after_stop_fails_as_no_leader_and_leaves_nothing_queued() -> None:
-    base = unique_loopback_base().rsplit(".", 1)[0]
-    peers = [tsc.StaticPeer(f"{base}.1", tags=("tag:t",))]
-    node = tsc.start(
-        tsc.StaticTailnet(f"{base}.1", peers), tsc.KeyValueMachine(), "tag:t", _config()
-    )
+    node = _lone_node()
     try:
         node.wait_for_leader(10)
         assert node.execute_command(tsc.Command("set", {"x": 1})).error is None

@@ -73,7 +73,6 @@ class EngineNode:
         # request id -> (command hash, callback) of each caller waiting for it
         self._waiters: dict[str, list[tuple[str, SubmitCallback]]] = {}
         self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
-        self._wake_scheduled = False
         self._stopped = False  # under _lock: submits after stop fail at once
         # callers of execute_command on other threads wake the loop through it
         self._submit_waker = LoopWaker(self.loop, self._drain)
@@ -127,15 +126,14 @@ class EngineNode:
         it: an older entry that used the id for another command, applied here after this
         call, does not."""
         with self._lock:
-            stopped, wake = self._stopped, not self._wake_scheduled
+            stopped = self._stopped
             if not stopped:
                 self._waiters.setdefault(request_id, []).append((digest, callback))
                 self._queue.append((request_id, entry))
-                self._wake_scheduled = True
         if stopped:
             callback(None, FailReason.NO_LEADER)  # the node stopped: nothing will answer
-        elif wake:
-            self._submit_waker.wake()
+        else:
+            self._submit_waker.wake()  # folded into a wake-up already pending
 
     def _on_loop_soon(self, fn: Callable[..., None], *args: object) -> None:
         """Run ``fn`` on the node's loop soon; from the loop itself without waking it through
@@ -177,7 +175,6 @@ class EngineNode:
 
     def _drain(self) -> None:
         with self._lock:
-            self._wake_scheduled = False
             pending = list(self._queue)
             self._queue.clear()
         if not pending:
