@@ -14,10 +14,52 @@ from pathlib import Path
 import pytest
 
 from tsconsensus.raft import Message, MessageType
-from tsconsensus.raft.frames import encode_hello
+from tsconsensus.raft.codec import encode_message
+from tsconsensus.raft.frames import PREFIX_BYTES, FrameKind, encode_hello
 from tsconsensus.raft.transport import Streams, Transport
 
 from .transport_net import CLUSTER, Net, Raw, append, run, until
+
+
+def test_frames_cut_at_any_byte_or_spread_over_many_reads_arrive_whole_and_in_order() -> None:
+    """The receiver keeps only an incomplete frame's bytes and completes it from later reads:
+    two frames cut at every byte, and a 3 MB body sent in 64 KiB pieces with a small frame
+    glued to its tail."""
+
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node(1)
+            first, second = append(9, 1, index=1), append(9, 1, index=2, data=b"y" * 7)
+            for cut in range(1, 2 * PREFIX_BYTES + 200):
+                raw = await Raw.connect(a.address, net.host(9))
+                mac = raw.mac()
+                stream = raw.frame(mac, encode_message(first)) + raw.frame(
+                    mac, encode_message(second)
+                )
+                cut = min(cut, len(stream) - 1)
+                before = len(a.received)
+                await raw.send(stream[:cut])
+                for _ in range(3):  # let the receiver read the first piece on its own
+                    await asyncio.sleep(0)
+                await raw.send(stream[cut:])
+                await until(lambda n=before + 2: len(a.received) >= n, f"both frames at {cut}")
+                assert a.received[before:] == [first, second], cut
+                raw.close()
+            raw = await Raw.connect(a.address, net.host(9))
+            mac = raw.mac()
+            big = bytes(range(256)) * (3 * 4096)
+            stream = raw.frame(mac, big, kind=FrameKind.DRIVER) + raw.frame(
+                mac, encode_message(first)
+            )
+            for at in range(0, len(stream), 65536):
+                await raw.send(stream[at : at + 65536])
+            await until(lambda: a.driver, "the 3 MB driver frame")
+            assert a.driver == [(9, big)]
+            await until(lambda: a.received[-1:] == [first], "the frame after it")
+            stats = a.transport.stats
+            assert stats["errors"] == 0 and stats["dropped_bad_mac"] == 0
+
+    run(main())
 
 
 def test_messages_and_driver_frames_flow_every_way_in_order() -> None:

@@ -1,4 +1,4 @@
-"""The receiving half of :mod:`.transport`, and the state both halves share.
+"""The receiving half of :mod:`.transport`.
 
 Order of checks on an inbound connection, none skipped:
 
@@ -7,7 +7,7 @@ Order of checks on an inbound connection, none skipped:
 2. per frame: the header (magic, version, kind, flags, sender, and the declared length against
    ``max_frame_bytes``) before a byte of the body is buffered; ``still_allowed(ip)``; then the
    body, against a deadline; then the MAC (:func:`hmac.compare_digest`); any failure so far
-   closes the connection;
+   closes the connection. Only an incomplete frame's bytes are ever kept;
 3. then cluster id and receiver id (a mismatch drops the frame only), and for RAFT frames the
    decoded message's own sender and receiver.
 
@@ -19,17 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DecodeError
+from ._link import NEVER, Link, describe, more
 from .codec import decode_message
 from .frames import (
     HEADER_BYTES,
     PREFIX_BYTES,
     FrameError,
+    FrameHeader,
     FrameKind,
     FrameMac,
     body_deadline_s,
@@ -41,128 +41,94 @@ from .messages import Message
 
 log = logging.getLogger("tsconsensus.transport")
 
-READ_LIMIT = 1 << 20
-NEVER = float("inf")
-_LOG_INTERVAL_S = 60.0
 # Connections from one source accepted but not yet authenticated by a first valid frame. Per
 # source, so that someone on one member's machine (who has its address but not the key) cannot
 # crowd out the other members' reconnections.
 _MAX_PENDING_PER_SOURCE = 16
 
-STAT_KEYS = (
-    "frames_sent",
-    "bytes_sent",
-    "frames_received",
-    "bytes_received",
-    "dropped_queue_full",
-    "dropped_unreachable",
-    "dropped_unroutable",
-    "dropped_too_large",
-    "dropped_bad_mac",
-    "dropped_malformed",
-    "dropped_wrong_cluster",
-    "dropped_no_cluster_id",
-    "dropped_wrong_receiver",
-    "denied",
-    "revoked",
-    "timeouts",
-    "connections_accepted",
-    "connections_dialled",
-    "dial_failures",
-    "peers_down",
-    "write_failures",
-    "callback_errors",
-    "errors",
-)
 
+class _Inbound(asyncio.Protocol):
+    """One accepted connection: a bare socket, registered with nothing, until authorized; then
+    the protocol of its transport, cutting bytes into frames as they arrive. There is no reader
+    task: a frame is checked and delivered in the loop turn that read its last byte.
 
-class LogLimiter:
-    """Lets one log line per key through per interval, and says how many it held back."""
-
-    def __init__(self, interval_s: float = _LOG_INTERVAL_S) -> None:
-        self._interval = interval_s
-        self._seen: dict[object, tuple[float, int]] = {}
-
-    def check(self, key: object) -> int | None:
-        """None: stay quiet. Otherwise log now; the value is how many were suppressed."""
-        now = time.monotonic()
-        seen = self._seen.get(key)
-        if seen is not None and now - seen[0] < self._interval:
-            self._seen[key] = (seen[0], seen[1] + 1)
-            return None
-        if len(self._seen) > 1024:  # hostile sources must not grow this without bound
-            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self._interval}
-        self._seen[key] = (now, 0)
-        return 0 if seen is None else seen[1]
-
-
-def more(suppressed: int) -> str:
-    return f" ({suppressed} more like it suppressed)" if suppressed else ""
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-@dataclass(eq=False)
-class Link:
-    """What the sending and receiving halves share. ``cluster_id`` may change (a joining node
-    learns it after starting)."""
-
-    key: bytes
-    member_id: int
-    cluster_id: int
-    still_allowed: Callable[[str], bool]
-    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0))
-    quiet: LogLimiter = field(default_factory=LogLimiter)
-
-    def allowed(self, ip: str) -> bool:
-        try:
-            return self.still_allowed(ip) is True
-        except Exception:  # deny by default, and say why
-            log.exception("still_allowed(%r) raised; treating as not allowed", ip)
-            return False
-
-    def call(self, callback: Callable[..., None], *args: object) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            self.stats["callback_errors"] += 1
-            log.exception("transport callback %s raised", getattr(callback, "__name__", "?"))
-
-
-class _Inbound:
-    """One accepted connection: a bare socket, registered with nothing, until authorized."""
+    Bytes are kept only while a frame is incomplete: a partial prefix, or the body of a frame
+    whose header (and so its length, against the limit) has already been checked.
+    """
 
     __slots__ = (
+        "buf",
+        "closed",
         "deadline",
+        "finished",
+        "header",
+        "hello",
         "ip",
+        "mac",
+        "need",
         "pending",
         "port",
-        "reader",
+        "prefix",
+        "receiver",
         "sender",
         "sock",
         "task",
-        "writer",
+        "transport",
     )
 
-    def __init__(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+    def __init__(self, receiver: Receiver, sock: socket.socket, address: tuple[Any, ...]) -> None:
+        self.receiver = receiver
         self.sock: socket.socket | None = sock
         self.ip: str = address[0]
         self.port: int = address[1]
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
         self.sender = 0  # pinned by the first authenticated frame
         self.deadline = NEVER
         self.pending = False
-        self.task: asyncio.Task[None] | None = None
+        self.closed = False  # aborted from this side
+        self.finished = False
+        self.hello = b""
+        self.mac: FrameMac | None = None
+        self.buf = bytearray()
+        self.need = PREFIX_BYTES  # bytes wanted before the next step: a prefix, or a body
+        self.prefix = b""
+        self.header: FrameHeader | None = None  # checked; its body not yet complete
 
     def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.transport.abort()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
         elif self.sock is not None:
             self.sock.close()  # unread bytes in the kernel make this a reset
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.closed:  # aborted while the transport was being made
+            transport.abort()
+        else:
+            transport.write(self.hello)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        if buf:
+            buf += data
+            if len(buf) < self.need:
+                return
+            data = bytes(buf)
+            buf.clear()
+        elif len(data) < self.need:
+            buf += data
+            return
+        try:
+            self.receiver._frames(self, data)
+        except Exception:
+            self.receiver._failed(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Not aborted from this side: the peer closed or reset it, mid-frame or not.
+        self.receiver._finish(self, peer_closed=not self.closed)
 
 
 class Receiver:
@@ -227,9 +193,9 @@ class Receiver:
             tasks.append(self._accept_task)
         if self._listener is not None:
             self._listener.close()
-        for conn in self._conns:
+        for conn in list(self._conns):
             conn.abort()
-            if conn.task is not None:
+            if conn.task is not None and not conn.task.done():  # still being authorized
                 conn.task.cancel()
                 tasks.append(conn.task)
         return tasks
@@ -263,37 +229,31 @@ class Receiver:
                     log.error("accepting transport connections failed: %s%s", exc, more(suppressed))
                 await asyncio.sleep(0.1)
                 continue
-            conn = _Inbound(sock, address)
+            conn = _Inbound(self, sock, address)
             conn.task = loop.create_task(self._accepted(conn))
             self._conns.add(conn)
 
     async def _accepted(self, conn: _Inbound) -> None:
-        peer_closed = False
+        """Authorize, then hand the socket to a transport with ``conn`` as its protocol; from
+        then on ``conn.connection_lost`` ends it. Otherwise it ends here."""
         try:
-            await self._serve(conn)
+            connected = await self._admit(conn)
         except asyncio.CancelledError:
-            pass  # close(): end quietly
-        except (asyncio.IncompleteReadError, ConnectionError):
-            peer_closed = True  # the peer went away, mid-frame or not: nothing to log
+            connected = False  # close(): end quietly
         except Exception:
+            connected = False
             self._stats["errors"] += 1
             log.exception("inbound connection from %s:%d failed", conn.ip, conn.port)
-        finally:
+        if not connected:
             conn.abort()
-            self._conns.discard(conn)
-            self._unpend(conn)
-            if self._by_sender.get(conn.sender) is conn:
-                del self._by_sender[conn.sender]
-                if peer_closed and not self._closed:
-                    # the member's current connection, ended by its side (not by a redial)
-                    self._link.call(self._on_peer_closed, conn.sender)
+            self._finish(conn, peer_closed=False)
 
-    async def _serve(self, conn: _Inbound) -> None:
+    async def _admit(self, conn: _Inbound) -> bool:
         if self._closed:
-            return
+            return False
         if self._pending.get(conn.ip, 0) >= _MAX_PENDING_PER_SOURCE:
             self._deny(conn, "too many connections awaiting their first frame")
-            return
+            return False
         conn.pending = True
         self._pending[conn.ip] = self._pending.get(conn.ip, 0) + 1
         try:
@@ -308,69 +268,116 @@ class Receiver:
             why = "not authorized"
         if allowed is not True:
             self._deny(conn, why)
-            return
-        sock, conn.sock = conn.sock, None  # from here on the stream transport owns it
-        if self._closed or sock is None or sock.fileno() == -1:
-            return  # closed while authorize ran (stop, recheck)
+            return False
+        sock = conn.sock
+        if self._closed or conn.closed or sock is None or sock.fileno() == -1:
+            return False  # closed while authorize ran (stop, recheck)
+        conn.sock = None  # from here on the transport owns it
         self._stats["connections_accepted"] += 1
-        conn.reader, conn.writer = await asyncio.open_connection(sock=sock, limit=READ_LIMIT)
         nonce = new_nonce()
-        conn.writer.write(encode_hello(nonce))
-        conn.deadline = asyncio.get_running_loop().time() + self._frame_deadline_s
-        await self._read_frames(conn, FrameMac(self._link.key, nonce))
-
-    async def _read_frames(self, conn: _Inbound, mac: FrameMac) -> None:
-        """Read, check and deliver frames until the connection must close (return) or the
-        peer goes away (IncompleteReadError / ConnectionError)."""
-        assert conn.reader is not None
-        read, ip, stats, link = conn.reader.readexactly, conn.ip, self._stats, self._link
+        conn.hello, conn.mac = encode_hello(nonce), FrameMac(self._link.key, nonce)
         loop = asyncio.get_running_loop()
-        max_frame, min_deadline = self._max_frame_bytes, self._frame_deadline_s
+        conn.deadline = loop.time() + self._frame_deadline_s
+        await loop.connect_accepted_socket(lambda: conn, sock)
+        return True
+
+    def _finish(self, conn: _Inbound, *, peer_closed: bool) -> None:
+        if conn.finished:
+            return
+        conn.finished = True
+        conn.buf = bytearray()
+        self._conns.discard(conn)
+        self._unpend(conn)
+        if self._by_sender.get(conn.sender) is conn:
+            del self._by_sender[conn.sender]
+            if peer_closed and not self._closed:
+                # the member's current connection, ended by its side (not by a redial)
+                self._link.call(self._on_peer_closed, conn.sender)
+
+    def _failed(self, conn: _Inbound) -> None:
+        self._stats["errors"] += 1
+        log.exception("inbound connection from %s:%d failed", conn.ip, conn.port)
+        conn.abort()
+
+    def _frames(self, conn: _Inbound, data: bytes) -> None:
+        """Check and deliver the frames in ``data`` (at least ``conn.need`` bytes, following
+        what was consumed before); keep the incomplete rest. Stops at the first frame that
+        closes the connection."""
+        pos, end = 0, len(data)
+        header, prefix = conn.header, conn.prefix
         while True:
-            prefix = await read(PREFIX_BYTES)
-            try:
-                header = parse_header(prefix, max_frame)
-            except FrameError as exc:
-                too_large = exc.reason == "too-large"
-                stats["dropped_too_large" if too_large else "dropped_malformed"] += 1
-                self._close(conn, str(exc), exc.reason)
-                return
-            if not link.allowed(ip):
-                stats["revoked"] += 1
-                self._close(conn, "no longer allowed")
-                return
-            length = header.length
-            if length:
-                conn.deadline = loop.time() + body_deadline_s(length, min_deadline)
-                body = await read(length)
-            else:
-                body = b""
-            conn.deadline = NEVER
-            if not mac.verify(prefix[:HEADER_BYTES], prefix[HEADER_BYTES:], body):
-                stats["dropped_bad_mac"] += 1
-                self._close(conn, "frame failed authentication (wrong key, or replayed)")
-                return
-            sender = header.sender
-            if sender != conn.sender:
-                if conn.sender:
-                    stats["dropped_malformed"] += 1
-                    self._close(conn, "sender changed within a connection")
+            if header is None:
+                if end - pos < PREFIX_BYTES:
+                    break
+                prefix = data[pos : pos + PREFIX_BYTES]
+                pos += PREFIX_BYTES
+                header = self._check_header(conn, prefix)
+                if header is None:
                     return
-                self._authenticated(conn, sender)
-            stats["bytes_received"] += length + PREFIX_BYTES
-            if link.cluster_id == 0:
-                stats["dropped_no_cluster_id"] += 1
-            elif header.cluster_id != link.cluster_id:
-                stats["dropped_wrong_cluster"] += 1
-                self._note(conn, f"frame for cluster {header.cluster_id:016x}", "cluster")
-            elif header.receiver != link.member_id:
-                stats["dropped_wrong_receiver"] += 1
-                self._note(conn, f"frame for member {header.receiver:016x}", "receiver")
-            elif header.kind is FrameKind.RAFT:
-                self._deliver_raft(conn, sender, body)
-            else:
-                stats["frames_received"] += 1
-                link.call(self._on_driver_frame, sender, body)
+            length = header.length
+            if end - pos < length:
+                conn.deadline = asyncio.get_running_loop().time() + body_deadline_s(
+                    length, self._frame_deadline_s
+                )
+                break
+            # pos 0 and the whole of data: a large body, gathered over several reads
+            body = data if pos == 0 and length == end else data[pos : pos + length]
+            pos += length
+            conn.deadline = NEVER
+            self._frame(conn, prefix, header, body)
+            if conn.closed:
+                return
+            header = None
+        conn.header, conn.prefix = header, prefix
+        conn.need = PREFIX_BYTES if header is None else header.length
+        if pos < end:
+            conn.buf += data[pos:]
+
+    def _check_header(self, conn: _Inbound, prefix: bytes) -> FrameHeader | None:
+        """The header, checked before a byte of its body is kept; None: connection closed."""
+        stats = self._stats
+        try:
+            header = parse_header(prefix, self._max_frame_bytes)
+        except FrameError as exc:
+            too_large = exc.reason == "too-large"
+            stats["dropped_too_large" if too_large else "dropped_malformed"] += 1
+            self._close(conn, str(exc), exc.reason)
+            return None
+        if not self._link.allowed(conn.ip):
+            stats["revoked"] += 1
+            self._close(conn, "no longer allowed")
+            return None
+        return header
+
+    def _frame(self, conn: _Inbound, prefix: bytes, header: FrameHeader, body: bytes) -> None:
+        """One whole frame: its MAC, its sender, then where it is for."""
+        stats, link = self._stats, self._link
+        assert conn.mac is not None
+        if not conn.mac.verify(prefix[:HEADER_BYTES], prefix[HEADER_BYTES:], body):
+            stats["dropped_bad_mac"] += 1
+            self._close(conn, "frame failed authentication (wrong key, or replayed)")
+            return
+        sender = header.sender
+        if sender != conn.sender:
+            if conn.sender:
+                stats["dropped_malformed"] += 1
+                self._close(conn, "sender changed within a connection")
+                return
+            self._authenticated(conn, sender)
+        stats["bytes_received"] += header.length + PREFIX_BYTES
+        if link.cluster_id == 0:
+            stats["dropped_no_cluster_id"] += 1
+        elif header.cluster_id != link.cluster_id:
+            stats["dropped_wrong_cluster"] += 1
+            self._note(conn, f"frame for cluster {header.cluster_id:016x}", "cluster")
+        elif header.receiver != link.member_id:
+            stats["dropped_wrong_receiver"] += 1
+            self._note(conn, f"frame for member {header.receiver:016x}", "receiver")
+        elif header.kind is FrameKind.RAFT:
+            self._deliver_raft(conn, sender, body)
+        else:
+            stats["frames_received"] += 1
+            link.call(self._on_driver_frame, sender, body)
 
     def _deliver_raft(self, conn: _Inbound, sender: int, body: bytes) -> None:
         try:

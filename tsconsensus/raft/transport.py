@@ -21,7 +21,8 @@ import random
 import socket
 from collections.abc import Awaitable, Callable
 
-from ._receiver import NEVER, READ_LIMIT, Link, Receiver, describe, more
+from ._link import NEVER, Link, describe, more
+from ._receiver import Receiver
 from .codec import encode_message
 from .frames import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -44,6 +45,8 @@ log = logging.getLogger("tsconsensus.transport")
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Dial = Callable[[str, int], Awaitable[Streams]]
 
+READ_LIMIT = 1 << 20
+"""The outbound connections' stream buffer (they only ever read the hello)."""
 _DIRECT_WRITE_LIMIT = 256 * 1024
 """Below this many bytes in the socket's send buffer a frame is written at once."""
 _BATCH_BYTES = 1 << 20  # one write per batch; bounded so one peer's backlog cannot hog the loop
