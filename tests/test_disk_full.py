@@ -17,6 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,47 @@ def test_a_full_disk_stops_one_node_acknowledging_and_it_catches_up_after(
     assert len(set(hashes.values())) == 1, hashes
     with cluster.client(0) as c:
         assert c.execute("get", {"key": f"b{done - 1}"}).result == done - 1
+
+
+def test_a_follower_without_fsync_on_a_full_disk_applies_everything_once_space_returns(
+    tmpfs_at: Callable[..., Tmpfs], make_cluster: Make
+) -> None:
+    # Without fsync a follower writes on its loop and hands committed entries to its machine
+    # after that write; when the write fails for want of space they must still be handed
+    # out (they were durable before it), once, and in order with all that follows.
+    cluster = make_cluster(3, start=False)
+    cluster.node_overrides[0] = {"storage": {"fsync": False}}
+    disk = tmpfs_at(Path(cluster.state_dir(0)))
+    _start(cluster)
+    leader = cluster.wait_for_leader()
+    if leader == 0:
+        with cluster.client(0) as c:
+            c.transfer_leadership(cluster.node_id(1))
+    leader = eventually(lambda: cluster.leader_index([1, 2]), 15, what="node2 or node3 to lead")
+    disk.fill()
+    written = 0
+
+    def write(key: str) -> None:
+        cluster.execute(leader, "set", {key: 1}, timeout=10)
+
+    # concurrent writers: appends then carry commits, so the write that fails has some
+    with ThreadPoolExecutor(16) as pool:
+
+        def write_until_node1_is_full() -> dict[str, Any] | None:
+            nonlocal written
+            list(pool.map(write, [f"a{written + i}" for i in range(16)]))
+            written += 16
+            return _not_ready_because_disk_full(cluster, 0)
+
+        eventually(write_until_node1_is_full, 60, what="node1's disk to be full")
+        list(pool.map(write, [f"b{i}" for i in range(64)]))
+    assert _not_ready_because_disk_full(cluster, 0)
+    disk.free()
+    eventually(lambda: _ready(cluster, 0), 20, what="node1 ready again")
+    hashes = converged_hashes(cluster, [0, 1, 2])
+    assert len(set(hashes.values())) == 1, hashes
+    with cluster.client(0) as c:
+        assert c.execute("get", {"key": f"a{written - 1}"}).result == 1
 
 
 def test_a_single_node_on_a_full_disk_acknowledges_nothing_until_space_returns(

@@ -270,24 +270,32 @@ class Driver:
         rd = self.core.ready()
         if not rd:
             return
-        if rd.snapshot is None:
-            # committed entries were durable here before this Ready: the apply thread starts
-            # on them now, while this Ready is written and sent
-            self._hand_out(rd)
+        # Committed entries were durable here before this Ready, so they may be handed out
+        # before it is written. When is a matter of who waits: a leader's callers wait for
+        # the apply, so it goes first; a follower's leader waits for its answer, so the apply
+        # (on this thread, for a quick machine) goes after what is sent: beside the disk
+        # write, or after the answers that follow a write made here.
         durable = rd.snapshot is not None or bool(rd.entries) or self._vote_changed(rd)
-        if durable and self.storage.syncs:
+        syncs = durable and self.storage.syncs
+        leader = self.core.is_leader
+        apply_now = rd.snapshot is None and (leader or syncs)
+        if apply_now and leader:
+            self._hand_out(rd)
+        if syncs:
             # the disk thread first: its wake-up and the sync overlap the sends below
             self._persisting = True
             self._submit_persist(rd)
         for m in rd.messages:
             self.transport.send(m)
+        if apply_now and not leader:
+            self._hand_out(rd)
         if rd.soft_state is not None:
             self._soft_state_changed(rd)
         if not durable:
             # Nothing to make durable: at most a higher commit index, which Raft need not
             # persist (a restarted node learns it again); it is written with the next entries.
-            self._finish(rd)
-        elif not self.storage.syncs:
+            self._finish(rd, handed_out=apply_now)
+        elif not syncs:
             # nothing waits for a disk: save here, without two thread hops
             self._persisting = True
             error: BaseException | None = None
@@ -295,7 +303,7 @@ class Driver:
                 self._persist(rd, self._hard_state_to_save(rd))
             except BaseException as exc:
                 error = exc
-            self._persisted(rd, error)
+            self._persisted(rd, error, handed_out=apply_now)
 
     def _vote_changed(self, rd: Ready) -> bool:
         hs = rd.hard_state
@@ -317,14 +325,16 @@ class Driver:
             self._durable_vote = (hs.term, hs.vote)
 
     def _submit_persist(self, rd: Ready) -> None:
-        """Persist ``rd`` on the disk thread; :meth:`_persisted` follows on the loop."""
+        """Persist ``rd`` (its committed entries handed out) on the disk thread;
+        :meth:`_persisted` follows on the loop."""
         hs = self._hard_state_to_save(rd)
         self._disk.submit(
             lambda: self._persist(rd, hs), lambda _result, exc: self._persisted(rd, exc)
         )
 
-    def _persisted(self, rd: Ready, exc: BaseException | None) -> None:
-        """Loop: ``rd`` was written (``exc`` is None) or failed with ``exc``."""
+    def _persisted(self, rd: Ready, exc: BaseException | None, handed_out: bool = True) -> None:
+        """Loop: ``rd`` was written (``exc`` is None) or failed with ``exc``. ``handed_out``:
+        whether its committed entries went to the apply thread already."""
         self._persisting = False
         if isinstance(exc, DiskFullError):
             if not self._disk_full:
@@ -333,6 +343,8 @@ class Driver:
                 self._problem = f"disk full: {exc}"
                 self._hand_over_if_leader()
                 self._publish()
+            if not handed_out:  # they were durable before this write: no need to wait for it
+                self._hand_out(rd)
             self._persisting = True
             self.loop.call_later(DISK_FULL_RETRY_S, self._retry_persist, rd)
             return
@@ -343,7 +355,7 @@ class Driver:
             log.warning("disk space is back: writes resume")
             self._disk_full = False
             self._problem = ""
-        self._finish(rd)
+        self._finish(rd, handed_out)
 
     def _retry_persist(self, rd: Ready) -> None:
         if self._stopped:
@@ -354,7 +366,7 @@ class Driver:
             self._hand_over_if_leader()
         self._submit_persist(rd)
 
-    def _finish(self, rd: Ready) -> None:
+    def _finish(self, rd: Ready, handed_out: bool = True) -> None:
         for m in rd.messages_after_persist:
             self.transport.send(m)
         if rd.snapshot is not None:
@@ -366,6 +378,8 @@ class Driver:
                 len(rd.snapshot.data),
             )
             self._worker.restore(rd.snapshot)
+            self._hand_out(rd)
+        elif not handed_out:  # a follower's, after the answers its write allowed
             self._hand_out(rd)
         self.core.advance(rd)
         self._publish()
