@@ -32,13 +32,15 @@ from .core import RaftCore
 from .disk_worker import DiskWorker
 from .driver_view import DriverView, make_view
 from .messages import NONE, HardState, MembershipChange, Message, Ready, Role, Snapshot
-from .progress import ProgressState
+from .notice_hold import NoticeHold
 from .storage_types import Storage
 from .transport import Transport
 
 log = logging.getLogger("tsconsensus.raft")
 
 DISK_FULL_RETRY_S = 1.0
+NOTICE_HOLD_S = 0.005
+"""How long a commit notice waits for an append that carries it anyway (:mod:`.notice_hold`)."""
 
 
 class Driver:
@@ -106,6 +108,7 @@ class Driver:
             max_frame_bytes=config.max_message_bytes + 4096,
             dial=dial,
         )
+        self._out = NoticeHold(loop, self.transport.send, NOTICE_HOLD_S)
         self._disk = DiskWorker(loop, f"tsc-disk-{config.id:016x}")
         self._worker = ApplyWorker(
             name=f"tsc-apply-{config.id:016x}",
@@ -153,6 +156,7 @@ class Driver:
         self._stopped = True
         if self._ticker is not None:
             self._ticker.cancel()
+        self._out.clear()
         await self.transport.stop()
         await self.loop.run_in_executor(None, self._worker.stop, 10)
         self._disk.stop()
@@ -262,7 +266,7 @@ class Driver:
             return
         if self._persisting:
             for m in self.core.take_messages():
-                self.transport.send(m)
+                self._out.send(m)
             view = self.view
             if self.core.role is not view.role or self.core.leader != view.leader:
                 self._publish()  # a write held up by a full disk must not hide a step-down
@@ -286,7 +290,7 @@ class Driver:
             self._persisting = True
             self._submit_persist(rd)
         for m in rd.messages:
-            self.transport.send(m)
+            self._out.send(m)
         if apply_now and not leader:
             self._hand_out(rd)
         if rd.soft_state is not None:
@@ -368,7 +372,7 @@ class Driver:
 
     def _finish(self, rd: Ready, handed_out: bool = True) -> None:
         for m in rd.messages_after_persist:
-            self.transport.send(m)
+            self._out.send(m)
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
             log.info(
@@ -408,17 +412,10 @@ class Driver:
             log.info("%016x leads term %d", self.core.id, soft.term)
 
     def _hand_over_if_leader(self) -> None:
-        core = self.core
-        if not core.is_leader:
-            return
-        best = [
-            (pr.match, m)
-            for m, pr in core.progress.items()
-            if m != core.id and core.membership.is_voter(m) and pr.state is ProgressState.REPLICATE
-        ]
-        if best:
+        target = self.core.most_caught_up_voter() if self.core.is_leader else NONE
+        if target != NONE:
             try:
-                core.transfer_leadership(max(best)[1])
+                self.core.transfer_leadership(target)
             except ProposalRefusedError:
                 pass
 

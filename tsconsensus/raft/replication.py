@@ -291,6 +291,16 @@ class Replication(CoreState):
         new = self.membership.apply(change)
         return self._leader_append(EntryKind.MEMBERSHIP, encode_membership(new))
 
+    def most_caught_up_voter(self) -> int:
+        """Leader: the voter other than itself with the highest match among those being
+        replicated to (the one to hand leadership to); :data:`NONE` if there is none."""
+        best = [
+            (pr.match, m)
+            for m, pr in self.progress.items()
+            if m != self.id and self.membership.is_voter(m) and pr.state is ProgressState.REPLICATE
+        ]
+        return max(best)[1] if best else NONE
+
     # -- commit --------------------------------------------------------------------------------
 
     def _quorum_match(self) -> int:
