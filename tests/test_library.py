@@ -15,6 +15,7 @@ import tsconsensus as tsc
 from tsconsensus.testing import RecordingStateMachine
 
 from .conftest import FAST_RAFT, unique_loopback_base
+from .helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,6 +95,13 @@ def test_execute_from_any_node_async_too() -> None:
         status = nodes[1].status()
         assert status.leader is not None and status.term >= 1
         assert len(status.members) == 3
+        # followers learn the last commit index a moment later (a commit notice waits a few
+        # ms for an append to carry it); every machine gets every command, in one order
+        eventually(
+            lambda: all(len(m.applied) == 4 for m in machines),
+            10,
+            what="every node to apply all four commands",
+        )
     finally:
         for node in nodes:
             node.stop()

@@ -156,7 +156,7 @@ class Driver:
         self._stopped = True
         if self._ticker is not None:
             self._ticker.cancel()
-        self._out.clear()
+        self._out.flush()  # what this node knows of the commit index, while it can tell
         await self.transport.stop()
         await self.loop.run_in_executor(None, self._worker.stop, 10)
         self._disk.stop()
@@ -197,6 +197,9 @@ class Driver:
         self._kick()
 
     def send_driver(self, to: int, payload: bytes) -> None:
+        """Loop: ``payload`` to member ``to``, after any commit notice held for it (a
+        forwarded command's result must not overtake the commit index that applies it)."""
+        self._out.release(to)
         self.transport.send_driver(to, payload)
 
     def set_cluster_id(self, cluster_id: int) -> None:
@@ -293,8 +296,8 @@ class Driver:
             self._out.send(m)
         if apply_now and not leader:
             self._hand_out(rd)
-        if rd.soft_state is not None:
-            self._soft_state_changed(rd)
+        if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
+            log.info("%016x leads term %d", self.core.id, rd.soft_state.term)
         if not durable:
             # Nothing to make durable: at most a higher commit index, which Raft need not
             # persist (a restarted node learns it again); it is written with the next entries.
@@ -347,7 +350,9 @@ class Driver:
                 self._problem = f"disk full: {exc}"
                 self._hand_over_if_leader()
                 self._publish()
-            if not handed_out:  # they were durable before this write: no need to wait for it
+            if not handed_out and rd.snapshot is None:
+                # they were durable before this write: no need to wait for it (a snapshot's
+                # Ready hands out only after its restore, in _finish)
                 self._hand_out(rd)
             self._persisting = True
             self.loop.call_later(DISK_FULL_RETRY_S, self._retry_persist, rd)
@@ -404,12 +409,6 @@ class Driver:
                 waiting(False)
         if rd.snapshot_due:
             self._worker.take_snapshot()
-
-    def _soft_state_changed(self, rd: Ready) -> None:
-        soft = rd.soft_state
-        assert soft is not None
-        if soft.role is Role.LEADER:
-            log.info("%016x leads term %d", self.core.id, soft.term)
 
     def _hand_over_if_leader(self) -> None:
         target = self.core.most_caught_up_voter() if self.core.is_leader else NONE
