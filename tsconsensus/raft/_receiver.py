@@ -242,8 +242,7 @@ class Receiver:
             connected = False  # close(): end quietly
         except Exception:
             connected = False
-            self._stats["errors"] += 1
-            log.exception("inbound connection from %s:%d failed", conn.ip, conn.port)
+            self._failed(conn)
         if not connected:
             conn.abort()
             self._finish(conn, peer_closed=False)
@@ -295,6 +294,7 @@ class Receiver:
                 self._link.call(self._on_peer_closed, conn.sender)
 
     def _failed(self, conn: _Inbound) -> None:
+        """In an ``except`` block: count and log what went wrong, close the connection."""
         self._stats["errors"] += 1
         log.exception("inbound connection from %s:%d failed", conn.ip, conn.port)
         conn.abort()

@@ -285,7 +285,9 @@ class Driver:
         durable = rd.snapshot is not None or bool(rd.entries) or self._vote_changed(rd)
         syncs = durable and self.storage.syncs
         leader = self.core.is_leader
+        # a snapshot's Ready hands out after its restore, in _finish
         apply_now = rd.snapshot is None and (leader or syncs)
+        apply_after = rd.snapshot is None and not apply_now
         if apply_now and leader:
             self._hand_out(rd)
         if syncs:
@@ -301,7 +303,7 @@ class Driver:
         if not durable:
             # Nothing to make durable: at most a higher commit index, which Raft need not
             # persist (a restarted node learns it again); it is written with the next entries.
-            self._finish(rd, handed_out=apply_now)
+            self._finish(rd, apply_after)
         elif not syncs:
             # nothing waits for a disk: save here, without two thread hops
             self._persisting = True
@@ -310,7 +312,7 @@ class Driver:
                 self._persist(rd, self._hard_state_to_save(rd))
             except BaseException as exc:
                 error = exc
-            self._persisted(rd, error, handed_out=apply_now)
+            self._persisted(rd, error, apply_after)
 
     def _vote_changed(self, rd: Ready) -> bool:
         hs = rd.hard_state
@@ -339,9 +341,9 @@ class Driver:
             lambda: self._persist(rd, hs), lambda _result, exc: self._persisted(rd, exc)
         )
 
-    def _persisted(self, rd: Ready, exc: BaseException | None, handed_out: bool = True) -> None:
-        """Loop: ``rd`` was written (``exc`` is None) or failed with ``exc``. ``handed_out``:
-        whether its committed entries went to the apply thread already."""
+    def _persisted(self, rd: Ready, exc: BaseException | None, apply_after: bool = False) -> None:
+        """Loop: ``rd`` was written (``exc`` is None) or failed with ``exc``. ``apply_after``:
+        its committed entries go to the apply thread after this write, not before it."""
         self._persisting = False
         if isinstance(exc, DiskFullError):
             if not self._disk_full:
@@ -350,9 +352,7 @@ class Driver:
                 self._problem = f"disk full: {exc}"
                 self._hand_over_if_leader()
                 self._publish()
-            if not handed_out and rd.snapshot is None:
-                # they were durable before this write: no need to wait for it (a snapshot's
-                # Ready hands out only after its restore, in _finish)
+            if apply_after:  # they were durable before this write: no need to wait for it
                 self._hand_out(rd)
             self._persisting = True
             self.loop.call_later(DISK_FULL_RETRY_S, self._retry_persist, rd)
@@ -364,7 +364,7 @@ class Driver:
             log.warning("disk space is back: writes resume")
             self._disk_full = False
             self._problem = ""
-        self._finish(rd, handed_out)
+        self._finish(rd, apply_after)
 
     def _retry_persist(self, rd: Ready) -> None:
         if self._stopped:
@@ -375,7 +375,7 @@ class Driver:
             self._hand_over_if_leader()
         self._submit_persist(rd)
 
-    def _finish(self, rd: Ready, handed_out: bool = True) -> None:
+    def _finish(self, rd: Ready, apply_after: bool = False) -> None:
         for m in rd.messages_after_persist:
             self._out.send(m)
         if rd.snapshot is not None:
@@ -388,7 +388,7 @@ class Driver:
             )
             self._worker.restore(rd.snapshot)
             self._hand_out(rd)
-        elif not handed_out:  # a follower's, after the answers its write allowed
+        elif apply_after:  # a follower's, after the answers its write allowed
             self._hand_out(rd)
         self.core.advance(rd)
         self._publish()
