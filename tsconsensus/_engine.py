@@ -31,7 +31,7 @@ from .raft import Entry, EntryKind, MembershipChange, MembershipOp, Role, Snapsh
 from .raft.driver import Driver
 from .raft.driver_view import DriverView
 from .raft.loop_waker import LoopWaker
-from .types import Command, NodeStatus, RaftState
+from .types import Command, CommandResult, NodeStatus, RaftState
 
 log = logging.getLogger("tsconsensus.engine")
 T = TypeVar("T")
@@ -225,7 +225,16 @@ class EngineNode:
                 self._fail(ids, frame.reason)
             return
         if frame.kind == forwarding.RESULTS:
-            self._resolve(frame.outcomes)  # the leader applied them: answer at once
+            # the leader applied them; answer those applied here too (the rest, this node's
+            # own apply answers with the same outcome): a caller sees its command applied here
+            applied = self._applied
+            self._resolve(
+                [
+                    o
+                    for o in frame.outcomes
+                    if not isinstance(o[2], CommandResult) or o[2].index <= applied
+                ]
+            )
             return
         view = self.driver.view
         reason = ""
