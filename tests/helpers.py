@@ -56,6 +56,23 @@ def http(cluster: LocalCluster, i: int, source: str | None = None) -> httpx.Clie
     )
 
 
+def warnings_logged(cluster: LocalCluster, last: int = 40) -> str:
+    """The last ``last`` WARNING/ERROR lines and transport events of every node's log, each
+    with its node: what a timing assertion prints when it fails, so that one failure says
+    whether the leader went quiet, a connection dropped or a node's own loop stalled."""
+    lines = []
+    for i in range(cluster.size):
+        try:
+            text = cluster.log_path(i).read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if " WARNING " in line or " ERROR " in line or "tsconsensus.transport" in line:
+                lines.append(f"node {i}: {line}")
+    lines.sort(key=lambda line: line.split(": ", 1)[1][:23])  # by the timestamp
+    return "\n".join(lines[-last:])
+
+
 def converged_hashes(
     cluster: LocalCluster, nodes: Sequence[int], timeout: float = 20.0
 ) -> dict[int, tuple[int, str]]:

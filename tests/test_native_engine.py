@@ -18,7 +18,7 @@ from tsconsensus.raft.frames import HELLO_BYTES, FrameKind, encode_header
 from tsconsensus.testing import LocalCluster, node_command
 
 from .conftest import unique_loopback_base
-from .helpers import assert_all_equal, converged_hashes, eventually, http
+from .helpers import assert_all_equal, converged_hashes, eventually, http, warnings_logged
 
 Make = Callable[..., LocalCluster]
 
@@ -222,7 +222,10 @@ def _grow_and_add(cluster: LocalCluster, megabytes: int) -> None:
     for i in range(cluster.size):
         if i != leader:
             gap = cluster.status(i).get("leader_gap_max_s", 0.0)
-            assert gap < election_min / 2, f"node {i} heard nothing from the leader for {gap}s"
+            assert gap < election_min / 2, (
+                f"node {i} heard nothing from the leader for {gap}s; the nodes logged:\n"
+                + warnings_logged(cluster)
+            )
 
 
 def test_a_1_mb_snapshot_moves_to_a_new_member_in_chunks(make_emulated: Make) -> None:

@@ -13,6 +13,8 @@ import pytest
 
 from tsconsensus.testing import LocalCluster
 
+from .helpers import warnings_logged
+
 Make = Callable[..., LocalCluster]
 
 
@@ -54,7 +56,10 @@ def _no_election_under_load(make_cluster: Make, seconds: float) -> None:
     assert cluster.wait_for_leader() == leader
     worst = max(s.get("leader_gap_max_s", 0.0) for s in statuses)
     print(f"{done} commands in {seconds:g}s from 64 clients; longest leader silence {worst}s")
-    assert worst < 0.6  # the default minimum election timeout: no follower came close
+    # the default minimum election timeout: no follower came close
+    assert worst < 0.6, (
+        f"a follower heard nothing for {worst}s; logged:\n{warnings_logged(cluster)}"
+    )
 
 
 def test_a_short_burst_of_64_clients_causes_no_election(make_cluster: Make) -> None:

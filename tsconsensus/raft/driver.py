@@ -31,6 +31,7 @@ from .config import CoreConfig
 from .core import RaftCore
 from .disk_worker import DiskWorker
 from .driver_view import DriverView, make_view
+from .leader_silence import LeaderSilence
 from .messages import NONE, HardState, MembershipChange, Message, Ready, Role, Snapshot
 from .notice_hold import NoticeHold
 from .storage_types import Storage
@@ -133,10 +134,10 @@ class Driver:
         self._problem = ""  # DriverView.storage_problem
         self._snapshot_blocked = False  # a snapshot save waits for space (logged once)
         self._ticker: asyncio.TimerHandle | None = None
-        self._heard: dict[int, float] = {}
+        self._silence = LeaderSilence(config.election_ticks_min * tick_s / 2)
+        self._tick_due = 0.0  # when the next tick should run (loop.time())
         hs = initial.hard_state
         self._durable_vote = (hs.term, hs.vote)  # what the disk holds (disk thread writes it)
-        self._leader_gap_max = 0.0
         self.view = self._make_view()
 
     # -- lifecycle (loop) ------------------------------------------------------------------
@@ -146,7 +147,7 @@ class Driver:
         await self.transport.start()
         self._disk.start()
         self._worker.start()
-        self._ticker = self.loop.call_later(self._tick_s, self._tick)
+        self._schedule_tick()
         self._kick()
 
     async def stop(self) -> None:
@@ -214,25 +215,13 @@ class Driver:
             )
 
     def _on_message(self, m: Message) -> None:
-        now = time.monotonic()
-        if m.frm == self.core.leader and not self.core.is_leader:
-            last = self._heard.get(m.frm)
-            if last is not None and now - last > self._leader_gap_max:
-                self._leader_gap_max = now - last
-                if now - last > self.core.config.election_ticks_min * self._tick_s / 2:
-                    log.warning(
-                        "heard nothing from the leader %016x for %.3fs (half an election "
-                        "timeout is %.3fs)",
-                        m.frm,
-                        now - last,
-                        self.core.config.election_ticks_min * self._tick_s / 2,
-                    )
-        self._heard[m.frm] = now
+        following = m.frm == self.core.leader and not self.core.is_leader
+        self._silence.heard_from(m.frm, time.monotonic(), leader=following)
         self.core.step(m)
         self._kick()
 
     def _driver_frame(self, member: int, payload: bytes) -> None:
-        self._heard[member] = time.monotonic()
+        self._silence.heard_from(member, time.monotonic(), leader=False)
         self._on_driver_frame(member, payload)
 
     def _peer_down(self, member: int) -> None:
@@ -243,10 +232,15 @@ class Driver:
         address = self.core.membership.addresses.get(member) or self._hints.get(member)
         return self._parse_address(address) if address else None
 
+    def _schedule_tick(self) -> None:
+        self._tick_due = self.loop.time() + self._tick_s
+        self._ticker = self.loop.call_at(self._tick_due, self._tick)
+
     def _tick(self) -> None:
         if self._stopped:
             return
-        self._ticker = self.loop.call_later(self._tick_s, self._tick)
+        self._silence.ticked(self.loop.time() - self._tick_due)
+        self._schedule_tick()
         self.core.tick()
         self._process()
         if self._worker.applied != self.view.applied:
@@ -483,9 +477,9 @@ class Driver:
         return make_view(
             self.core,
             applied=self._worker.applied,
-            heard=self._heard,
+            heard=self._silence.heard,
             tick_s=self._tick_s,
             disk_full=self._disk_full,
-            leader_gap_max_s=self._leader_gap_max,
+            leader_gap_max_s=self._silence.longest,
             storage_problem=self._problem,
         )
