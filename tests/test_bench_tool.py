@@ -168,3 +168,43 @@ def test_cpu_seconds_counts_a_busy_process_and_leaves_out_a_gone_one() -> None:
     assert cpu_used(before, cpu_seconds([os.getpid(), gone.pid])) >= 0.2
     # a process that was there at the start and is gone at the end counts nothing, not minus
     assert cpu_used({gone.pid: 5.0, **before}, cpu_seconds([os.getpid()])) >= 0.2
+
+
+def test_the_floor_tool_measures_the_toy_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """``python -m bench.compare.floor`` at a tiny size: a well-formed table with figures for
+    the toy, its state directory removed, and no process outliving the run."""
+    options = ["--systems", "toy", "--rounds", "2", "--seconds", "0.3", "--dir", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.compare.floor", *options],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| toy |")]
+    assert len(rows) == 1, done.stdout
+    cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    assert float(cells[1].replace(",", "")) > 0 and float(cells[2]) > 0, rows[0]
+    assert cells[4] == "n/a"  # no etcd in this run: no ratio against it
+    assert "round 2/2" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # its state directory is removed
+    eventually(
+        lambda: not processes_mentioning("bench.compare.toy_member"),
+        timeout=15,
+        what="the toy's members gone",
+    )
+
+
+def test_the_floor_tool_refuses_an_unknown_system() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.compare.floor", "--systems", "toy,zookeeper"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    assert "unknown zookeeper" in done.stderr
