@@ -102,6 +102,8 @@ def _view(
                 lag=None if leader_commit is None else max(0, leader_commit - s["applied_index"]),
                 connected=True if node_id in leaders else seen.get("connected"),
                 last_contact_s=None if node_id in leaders else seen.get("last_contact_s"),
+                # the longest silence of a leader it followed (see README, "Operations")
+                leader_gap_max_s=s.get("leader_gap_max_s"),
             )
             if "metrics" in answer:
                 row["metrics"] = answer["metrics"]

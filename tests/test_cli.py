@@ -104,6 +104,8 @@ def test_the_real_tsc_binary_against_a_real_cluster(tmp_path: Path) -> None:
         view = json.loads(status.stdout)
         assert view["healthy"] and view["leader"] is not None
         assert len(view["nodes"]) == 3
+        # each member's longest silence of a leader it followed, a float of seconds
+        assert all(isinstance(n["leader_gap_max_s"], float) for n in view["nodes"]), view
         table = run("status", "--config", node2)
         assert table.returncode == 0 and "leader" in table.stdout
     finally:
