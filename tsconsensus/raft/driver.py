@@ -215,14 +215,19 @@ class Driver:
             )
 
     def _on_message(self, m: Message) -> None:
-        following = m.frm == self.core.leader and not self.core.is_leader
-        self._silence.heard_from(m.frm, time.monotonic(), leader=following)
+        self._heard_from(m.frm)
         self.core.step(m)
         self._kick()
 
     def _driver_frame(self, member: int, payload: bytes) -> None:
-        self._silence.heard_from(member, time.monotonic(), leader=False)
+        self._heard_from(member)
         self._on_driver_frame(member, payload)
+
+    def _heard_from(self, member: int) -> None:
+        following = member == self.core.leader and not self.core.is_leader
+        self._silence.heard_from(
+            member, time.monotonic(), leader=following, tick_due=self._tick_due
+        )
 
     def _peer_down(self, member: int) -> None:
         self.core.report_down(member)
@@ -239,7 +244,7 @@ class Driver:
     def _tick(self) -> None:
         if self._stopped:
             return
-        self._silence.ticked(self.loop.time() - self._tick_due)
+        self._silence.ticked(self._tick_due, self.loop.time())
         self._schedule_tick()
         self.core.tick()
         self._process()
