@@ -7,6 +7,7 @@ and leaves no process behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -174,27 +175,35 @@ def test_the_floor_tool_measures_the_toy_and_leaves_nothing_behind(tmp_path: Pat
     """``python -m bench.compare.floor`` at a tiny size: a well-formed table with figures for
     the toy, its state directory removed, and no process outliving the run."""
     options = ["--systems", "toy", "--rounds", "2", "--seconds", "0.3", "--dir", str(tmp_path)]
-    done = subprocess.run(
+    run = subprocess.Popen(
         [sys.executable, "-m", "bench.compare.floor", *options],
         cwd=REPO,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| toy |")]
-    assert len(rows) == 1, done.stdout
+    left: list[int] = []
+    try:
+        out, err = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        run.terminate()  # the tool stops its members on SIGTERM
+        run.communicate(timeout=30)
+        raise
+    finally:
+        left = processes_mentioning(str(tmp_path))
+        for pid in left:  # stopped here by PID, and then the test fails
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert run.returncode == 0, err[-2000:]
+    assert left == [], "processes of the run outlived it"
+    rows = [line for line in out.splitlines() if line.startswith("| toy |")]
+    assert len(rows) == 1, out
     cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
     assert float(cells[1].replace(",", "")) > 0 and float(cells[2]) > 0, rows[0]
     assert cells[4] == "n/a"  # no etcd in this run: no ratio against it
-    assert "round 2/2" in done.stderr
+    assert "round 2/2" in err
     assert list(tmp_path.iterdir()) == []  # its state directory is removed
-    eventually(
-        lambda: not processes_mentioning("bench.compare.toy_member"),
-        timeout=15,
-        what="the toy's members gone",
-    )
 
 
 def test_the_floor_tool_refuses_an_unknown_system() -> None:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, NoReturn
 
 from .httpwire import Target
 from .loadgen import LoadSpec, run_load
@@ -103,8 +105,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _terminate(signum: int, frame: Any) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every cluster's stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     names = args.systems.split(",")
     workdir = Path(tempfile.mkdtemp(prefix="tsc-floor-", dir=args.dir))
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -175,4 +182,8 @@ def _table(figures: dict[str, list[Figures]]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the finally blocks stopped everything
+        print("interrupted; every process of the run is stopped", file=sys.stderr)
+        sys.exit(130)

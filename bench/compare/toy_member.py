@@ -82,6 +82,7 @@ def leader(host: str, port: int, wal: int, followers: list[str]) -> None:
     selector.register(server, selectors.EVENT_READ, "accept")
     for link in links:
         selector.register(link, selectors.EVENT_READ, "ack")
+    acks = {link: b"" for link in links}  # bytes of a partial acknowledgement
     pending: dict[socket.socket, bytes] = {}
     waiting: dict[int, socket.socket] = {}  # index -> the client to answer
     index = 0
@@ -94,7 +95,13 @@ def leader(host: str, port: int, wal: int, followers: list[str]) -> None:
                 selector.register(client, selectors.EVENT_READ, "client")
                 pending[client] = b""
             elif key.data == "ack":
-                for (acked,) in ACK.iter_unpack(sock.recv(1 << 16)):
+                data = sock.recv(1 << 16)
+                if not data:
+                    sys.exit("a follower closed its connection")
+                buf = acks[sock] + data
+                whole = len(buf) - len(buf) % ACK.size
+                acks[sock] = buf[whole:]
+                for (acked,) in ACK.iter_unpack(buf[:whole]):
                     client = waiting.pop(acked, None)  # the first ack makes two copies
                     if client is not None:
                         body = b'{"result":null,"error":null,"index":%d}' % acked
