@@ -3,7 +3,8 @@
 Threads and loops:
 - the node's asyncio loop runs the core, the ticks and the transport (everything that touches
   the core happens there, so the core needs no lock);
-- one disk worker thread persists each ``Ready`` (one write, one fdatasync): the loop never
+- one disk worker thread persists each ``Ready`` (one write, one fdatasync; what is written:
+  :mod:`.ready_writer`): the loop never
   waits on the disk, and whatever arrives meanwhile is gathered into the next ``Ready``
   (group commit). The leader sends its appends before its own write and counts itself once
   the write is done; followers acknowledge only what is on disk;
@@ -32,8 +33,9 @@ from .core import RaftCore
 from .disk_worker import DiskWorker
 from .driver_view import DriverView, make_view
 from .leader_silence import LeaderSilence
-from .messages import NONE, HardState, MembershipChange, Message, Ready, Role, Snapshot
+from .messages import NONE, MembershipChange, Message, Ready, Role, Snapshot
 from .notice_hold import NoticeHold
+from .ready_writer import ReadyWriter
 from .storage_types import Storage
 from .transport import Transport
 
@@ -111,6 +113,7 @@ class Driver:
         )
         self._out = NoticeHold(loop, self.transport.send, NOTICE_HOLD_S)
         self._disk = DiskWorker(loop, f"tsc-disk-{config.id:016x}")
+        self._writer = ReadyWriter(storage, self._disk, initial.hard_state)
         self._worker = ApplyWorker(
             name=f"tsc-apply-{config.id:016x}",
             applied=self.core.applied_handed,
@@ -136,8 +139,6 @@ class Driver:
         self._ticker: asyncio.TimerHandle | None = None
         self._silence = LeaderSilence(config.election_ticks_min * tick_s / 2)
         self._tick_due = 0.0  # when the next tick should run (loop.time())
-        hs = initial.hard_state
-        self._durable_vote = (hs.term, hs.vote)  # what the disk holds (disk thread writes it)
         self.view = self._make_view()
 
     # -- lifecycle (loop) ------------------------------------------------------------------
@@ -281,7 +282,7 @@ class Driver:
         # the apply, so it goes first; a follower's leader waits for its answer, so the apply
         # (on this thread, for a quick machine) goes after what is sent: beside the disk
         # write, or after the answers that follow a write made here.
-        durable = rd.snapshot is not None or bool(rd.entries) or self._vote_changed(rd)
+        durable = self._writer.must_write(rd)
         syncs = durable and self.storage.syncs
         leader = self.core.is_leader
         # a snapshot's Ready hands out after its restore, in _finish
@@ -308,37 +309,15 @@ class Driver:
             self._persisting = True
             error: BaseException | None = None
             try:
-                self._persist(rd, self._hard_state_to_save(rd))
+                self._writer.write(rd, self._writer.hard_state(rd, self.core))
             except BaseException as exc:
                 error = exc
             self._persisted(rd, error, apply_after)
 
-    def _vote_changed(self, rd: Ready) -> bool:
-        hs = rd.hard_state
-        return hs is not None and (hs.term, hs.vote) != self._durable_vote
-
-    def _hard_state_to_save(self, rd: Ready) -> HardState | None:
-        """Loop: the hard state written with ``rd``. Read here, not on the disk thread, and
-        capped at the last entry written with it: while a write waits (a full disk) the commit
-        index may move past entries that are not in this write."""
-        if rd.hard_state is None and rd.entries:
-            commit = min(self.core.commit, rd.entries[-1].index)
-            return HardState(self.core.term, self.core.vote, commit)
-        return rd.hard_state
-
-    def _persist(self, rd: Ready, hs: HardState | None) -> None:
-        """One write and one sync for the whole Ready."""
-        self.storage.save(hs, rd.entries, rd.snapshot)
-        if hs is not None:
-            self._durable_vote = (hs.term, hs.vote)
-
     def _submit_persist(self, rd: Ready) -> None:
-        """Persist ``rd`` (its committed entries handed out) on the disk thread;
-        :meth:`_persisted` follows on the loop."""
-        hs = self._hard_state_to_save(rd)
-        self._disk.submit(
-            lambda: self._persist(rd, hs), lambda _result, exc: self._persisted(rd, exc)
-        )
+        """Write ``rd`` on the disk thread; :meth:`_persisted` follows on the loop."""
+        hard_state = self._writer.hard_state(rd, self.core)
+        self._writer.submit(rd, hard_state, lambda exc: self._persisted(rd, exc))
 
     def _persisted(self, rd: Ready, exc: BaseException | None, apply_after: bool = False) -> None:
         """Loop: ``rd`` was written (``exc`` is None) or failed with ``exc``. ``apply_after``:
