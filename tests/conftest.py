@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,12 @@ from typing import Any
 import pytest
 
 from tsconsensus.testing import LocalCluster
+
+# A suite started in the background by a shell (`pytest ... &`) inherits SIGINT ignored, and so
+# would every process it starts: a `tsc status --watch` that a test interrupts would never stop.
+# With a handler installed here, the processes the tests start get the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Fast but not twitchy: tests run on a shared 2-core machine.
 FAST_RAFT = {
