@@ -27,7 +27,7 @@ from .httpwire import Target
 from .loadgen import LoadSpec, run_load
 from .procs import spawn, stop, wait_until
 from .stats import Figures
-from .systems.base import System, random_loopback_base
+from .systems.base import System, loopback_addresses
 from .systems.etcd import EtcdSystem
 from .systems.tsc import TsconsensusSystem
 
@@ -39,7 +39,7 @@ class Toy:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.addresses = [random_loopback_base()[:-1] + str(k) for k in (1, 2, 3)]
+        self.addresses = loopback_addresses(3)  # the leader first
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:

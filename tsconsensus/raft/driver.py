@@ -200,7 +200,7 @@ class Driver:
 
     def send_driver(self, to: int, payload: bytes) -> None:
         """Loop: ``payload`` to member ``to``, after any commit notice held for it (a
-        forwarded command's result must not overtake the commit index that applies it)."""
+        forwarded command's result then finds the commit index that applies it there)."""
         self._out.release(to)
         self.transport.send_driver(to, payload)
 

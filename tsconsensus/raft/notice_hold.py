@@ -12,8 +12,9 @@ delay runs out, what is still held is sent. A HEARTBEAT does not replace one: it
 commit index but checks no log, and a notice that a follower whose appends were lost rejects
 is what sets the leader probing at once. A follower thus learns a commit index at most
 ``delay_s`` later than it would have, never later than that; and one that is sent the result
-of a command it forwarded gets the notice first (:meth:`release`), so it has applied the
-command by the time its caller hears of it.
+of a command it forwarded gets the notice first (:meth:`release`), so that it can apply the
+command without waiting out the delay (the engine answers that command's caller only once this
+node has applied it).
 
 Loop thread only; nothing here is thread-safe.
 """

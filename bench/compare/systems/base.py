@@ -43,6 +43,12 @@ def random_loopback_base() -> str:
     return f"127.{random.randint(2, 250)}.{random.randint(0, 250)}.1"
 
 
+def loopback_addresses(members: int) -> list[str]:
+    """127.a.b.1, .2, ...: one address per member, on a base from :func:`random_loopback_base`."""
+    prefix = random_loopback_base().rsplit(".", 1)[0]
+    return [f"{prefix}.{1 + i}" for i in range(members)]
+
+
 class System(abc.ABC):
     """A cluster of one system on loopback addresses, started and stopped by the tool."""
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from .. import procs
-from .base import ClientPath, InProcess, ProcessSystem, random_loopback_base
+from .base import ClientPath, InProcess, ProcessSystem, loopback_addresses
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
@@ -62,9 +62,7 @@ class EtcdSystem(ProcessSystem):
 
     def start(self, nodes: int) -> None:
         self.directory = self.fresh_dir(nodes)
-        base = random_loopback_base()
-        prefix = base.rsplit(".", 1)[0]
-        self.addresses = [f"{prefix}.{1 + i}" for i in range(nodes)]
+        self.addresses = loopback_addresses(nodes)
         initial = ",".join(f"m{i + 1}=http://{a}:{PEER_PORT}" for i, a in enumerate(self.addresses))
         for i, address in enumerate(self.addresses):
             self.argv[i] = [

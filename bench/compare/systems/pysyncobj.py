@@ -13,7 +13,7 @@ import httpx
 
 from .. import procs
 from ..stats import Figures
-from .base import ClientPath, InProcess, ProcessSystem, random_loopback_base
+from .base import ClientPath, InProcess, ProcessSystem, loopback_addresses
 
 RAFT_PORT = 7300
 HTTP_PORT = 7301
@@ -45,8 +45,7 @@ class PysyncobjSystem(ProcessSystem):
 
     def start(self, nodes: int) -> None:
         self.directory = self.fresh_dir(nodes)
-        prefix = random_loopback_base().rsplit(".", 1)[0]
-        self.addresses = [f"{prefix}.{1 + i}" for i in range(nodes)]
+        self.addresses = loopback_addresses(nodes)
         raft = [f"{a}:{RAFT_PORT}" for a in self.addresses]
         for i in range(nodes):
             self.argv[i] = [
