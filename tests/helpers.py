@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import socket
 import subprocess
 import sys
@@ -71,6 +72,19 @@ def warnings_logged(cluster: LocalCluster, last: int = 40) -> str:
                 lines.append(f"node {i}: {line}")
     lines.sort(key=lambda line: line.split(": ", 1)[1][:23])  # by the timestamp
     return "\n".join(lines[-last:])
+
+
+_SILENCE = re.compile(
+    r"heard nothing from the leader \w+ for ([0-9.]+)s .*own loop stood still for up to ([0-9.]+)s"
+)
+
+
+def leader_silences(cluster: LocalCluster, node: int) -> list[tuple[float, float]]:
+    """Every silence of its leader that ``node`` warned about, as (gap, own stall) seconds:
+    how long it heard nothing, and how long its own loop stood still meanwhile (the part of
+    the gap that the leader and the network did not cause)."""
+    text = cluster.log_path(node).read_text(errors="replace")
+    return [(float(gap), float(stood)) for gap, stood in _SILENCE.findall(text)]
 
 
 def converged_hashes(

@@ -4,7 +4,6 @@ this node's own loop stood still meanwhile (pure unit: times are passed in)."""
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -14,9 +13,7 @@ import pytest
 from tsconsensus.raft.leader_silence import LeaderSilence
 from tsconsensus.testing import LocalCluster
 
-from .helpers import eventually
-
-WARNING = re.compile(r"heard nothing from the leader \w+ for ([\d.]+)s .* up to ([\d.]+)s")
+from .helpers import eventually, leader_silences
 
 A, B, OTHER = 0x1, 0x2, 0x3
 
@@ -92,12 +89,6 @@ def test_a_silence_shorter_than_the_threshold_or_the_record_does_not_warn(
     assert s.longest == pytest.approx(0.4)
 
 
-def _silences(cluster: LocalCluster, i: int) -> list[tuple[float, float]]:
-    """(silence, own loop standing still) of every such warning node ``i`` logged."""
-    text = cluster.log_path(i).read_text(errors="replace")
-    return [(float(m[1]), float(m[2])) for m in WARNING.finditer(text)]
-
-
 def _freeze(cluster: LocalCluster, i: int, seconds: float) -> None:
     cluster.signal_node(i, signal.SIGSTOP)
     try:
@@ -118,12 +109,12 @@ def test_real_nodes_tell_a_frozen_leader_from_a_frozen_follower(
     _freeze(cluster, leader, 0.35)  # well under the shortest election timeout, 0.6 s
     for i in followers:
         [(gap, stood)] = eventually(
-            lambda i=i: _silences(cluster, i), 10, what=f"node {i}'s warning"
+            lambda i=i: leader_silences(cluster, i), 10, what=f"node {i}'s warning"
         )
         assert gap > 0.3 and stood < gap / 2, (i, gap, stood)
     _freeze(cluster, followers[0], 1.0)
     found = eventually(
-        lambda: _silences(cluster, followers[0])[1:], 10, what="the frozen follower's warning"
+        lambda: leader_silences(cluster, followers[0])[1:], 10, what="the frozen follower's warning"
     )
     gap, stood = found[0]
     assert gap >= 0.9 and 0.7 <= stood <= gap, (gap, stood)
