@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tsconsensus import MAX_JSON_DEPTH, Command, InvalidCommandError, InvalidJSONError
 from tsconsensus._applier import encode_entry
-from tsconsensus.safejson import loads, nesting_exceeds
+from tsconsensus.safejson import (
+    dumps_canonical,
+    dumps_compact,
+    dumps_strict,
+    loads,
+    nesting_exceeds,
+)
 
 
 def nested(depth: int, leaf: str = "0") -> str:
@@ -52,3 +60,30 @@ def test_the_library_refuses_args_the_raft_thread_could_not_decode() -> None:
         with pytest.raises(InvalidCommandError, match="nested deeper"):
             encode_entry("r", Command("set", {"k": args}))  # type: ignore[arg-type]
     encode_entry("r", Command("set", json.loads(nested(MAX_JSON_DEPTH - 1))))
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON_VALUES)
+def test_the_prebuilt_encoders_give_what_json_dumps_gives(value: object) -> None:
+    assert dumps_compact(value) == json.dumps(value, separators=(",", ":"))
+    assert dumps_canonical(value) == json.dumps(value, separators=(",", ":"), sort_keys=True)
+    try:
+        expected = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        with pytest.raises(ValueError):
+            dumps_strict(value)
+    else:
+        assert dumps_strict(value) == expected
+
+
+def test_the_strict_encoder_refuses_what_is_not_json() -> None:
+    for value in (float("nan"), [float("inf")], {"a": -float("inf")}):
+        with pytest.raises(ValueError):
+            dumps_strict(value)
+    assert dumps_canonical({"b": 1, "a": [2, {"d": 3, "c": 4}]}) == '{"a":[2,{"c":4,"d":3}],"b":1}'

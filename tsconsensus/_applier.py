@@ -40,7 +40,14 @@ from typing import Any
 
 from ._outcomes import Refusal
 from .errors import InvalidCommandError
-from .safejson import MAX_DEPTH, nesting_exceeds, text_may_exceed
+from .safejson import (
+    MAX_DEPTH,
+    dumps_canonical,
+    dumps_compact,
+    dumps_strict,
+    nesting_exceeds,
+    text_may_exceed,
+)
 from .types import JSON, Command, CommandResult, StateMachine
 
 log = logging.getLogger("tsconsensus.apply")
@@ -60,7 +67,7 @@ _Remembered = tuple[str, bytes | None, str | None, int, float]
 
 def command_hash(command: Command) -> str:
     """What identifies a command's content under its request id (same on every node)."""
-    canonical = json.dumps([command.name, command.args], sort_keys=True, separators=(",", ":"))
+    canonical = dumps_canonical([command.name, command.args])
     return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
@@ -109,7 +116,7 @@ def encode_restore_entry(request_id: str, sha256: str, size: int) -> bytes:
 def _encode(envelope: dict[str, Any], args: Any) -> bytes:
     too_deep = f"command args are nested deeper than {MAX_DEPTH} levels"
     try:
-        encoded = json.dumps(envelope, separators=(",", ":"), allow_nan=False).encode()
+        encoded = dumps_strict(envelope).encode()
     except RecursionError:
         raise InvalidCommandError(too_deep) from None
     except (TypeError, ValueError) as exc:
@@ -272,7 +279,7 @@ class LogApplier:
                 result: JSON = self._restore(command.args)
             else:
                 result = self._machine.apply(command)
-            encoded = json.dumps(result, allow_nan=False, separators=(",", ":")).encode()
+            encoded = dumps_strict(result).encode()
         except Exception as exc:
             return CommandResult(None, _describe(exc), index), None
         return CommandResult(result, None, index), encoded
@@ -294,12 +301,12 @@ class LogApplier:
         """Remembered outcomes plus the machine's snapshot, as one byte string. The outcomes
         are encoded one per line, each step short, so heartbeats go on meanwhile."""
         lines = [
-            json.dumps([rid, h, None if r is None else r.decode(), e, i, t], separators=(",", ":"))
+            dumps_compact([rid, h, None if r is None else r.decode(), e, i, t])
             for rid, (h, r, e, i, t) in self._seen.items()
         ]
         seen = "\n".join(lines).encode()
-        header = json.dumps(
-            {"version": 3, "log_time": self.log_time, "seen": len(lines)}, separators=(",", ":")
+        header = dumps_compact(
+            {"version": 3, "log_time": self.log_time, "seen": len(lines)}
         ).encode()
         return b"".join(
             [

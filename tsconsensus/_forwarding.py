@@ -16,6 +16,7 @@ import struct
 from collections.abc import Sequence
 
 from ._outcomes import FailReason, Refusal
+from .safejson import dumps_compact
 from .types import CommandResult
 
 FORWARD = b"F"
@@ -63,7 +64,7 @@ def encode_results(outcomes: Sequence[tuple[str, str, CommandResult | Refusal]])
                 "index": outcome.index,
                 "h": digest,
             }
-        _pieces(parts, rid.encode(), json.dumps(body, separators=(",", ":")).encode())
+        _pieces(parts, rid.encode(), dumps_compact(body).encode())
     return b"".join(parts)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
@@ -29,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ._http_request import MAX_HEADER_BYTES, Head, Refusal, RequestReader
 from .address import NodeAddress
+from .safejson import dumps_compact
 
 log = logging.getLogger("tsconsensus.http")
 
@@ -83,7 +83,7 @@ class Response:
         elif isinstance(self.body, str) and self.content_type != "application/json":
             payload = self.body.encode("utf-8", "backslashreplace")
         else:
-            payload = json.dumps(self.body, separators=(",", ":")).encode()
+            payload = dumps_compact(self.body).encode()
         head = [
             f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Status')}",
             f"Content-Type: {self.content_type}",

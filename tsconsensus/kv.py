@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .safejson import dumps_canonical
 from .types import JSON, Command
 
 _MISSING = object()
@@ -25,7 +26,7 @@ _DECODER = json.JSONDecoder()
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return dumps_canonical(value)
 
 
 def _load_object(text: str) -> dict[str, JSON]:
