@@ -179,6 +179,24 @@ def test_head_deadline_408_when_started_silent_close_when_idle(server: tuple[str
     assert exchange(server, b"") == b""  # an idle connection is closed without an answer
 
 
+def test_the_deadline_is_per_wait_not_per_connection(server: tuple[str, int]) -> None:
+    """Requests 0.3 s apart on one connection (the deadline is 0.5 s) for 1.5 s: every wait
+    ends in time, so none is cut, though the connection outlives three deadlines; once the
+    client goes quiet the connection closes within about one deadline."""
+    one = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    with socket.create_connection(server, timeout=5, source_address=(server[0], 0)) as s:
+        for _ in range(5):
+            s.sendall(one)
+            answer = s.recv(65536)
+            assert status_of(answer) == 200, answer[:80]
+            time.sleep(0.3)  # the client's pace, under the server's 0.5 s deadline
+        s.sendall(one[:20])  # a head begun and never finished
+        started = time.monotonic()
+        answer = s.recv(65536)
+        assert status_of(answer) == 408, answer[:80]
+        assert time.monotonic() - started < 2.0
+
+
 def test_expect_100_continue_is_honoured(server: tuple[str, int]) -> None:
     with socket.create_connection(server, timeout=5, source_address=(server[0], 0)) as s:
         s.sendall(

@@ -321,14 +321,22 @@ class HttpServer:
     async def _exchanges(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple[str, int]
     ) -> None:
-        loop = asyncio.get_running_loop()
-        checked_at = loop.time()
         requests = RequestReader(
             reader,
             max_body=self._max_body,
             timeout_s=self._read_timeout,
             body_limits=self._body_limits,
         )
+        try:
+            await self._serve_requests(requests, writer, peer)
+        finally:
+            requests.close()
+
+    async def _serve_requests(
+        self, requests: RequestReader, writer: asyncio.StreamWriter, peer: tuple[str, int]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        checked_at = loop.time()
         while True:
             head = await requests.read_head()
             if head is None:

@@ -19,16 +19,12 @@ order; an error further down the pipe is answered after the requests before it.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httptools
-
-T = TypeVar("T")
 
 MAX_HEADER_BYTES = 16 * 1024
 _CHUNK = 64 * 1024
@@ -72,19 +68,8 @@ class _Stop(Exception):
     """Raised from a parser callback to stop parsing (the refusal is already recorded)."""
 
 
-async def within(seconds: float, awaitable: Awaitable[T]) -> T:
-    """``await awaitable`` or raise :class:`TimeoutError` after ``seconds``.
-
-    On Python 3.11+ this is ``asyncio.timeout``, which, unlike ``asyncio.wait_for``, does not
-    start a task per call.
-    """
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    try:  # pragma: no cover - Python 3.10
-        return await asyncio.wait_for(awaitable, seconds)
-    except asyncio.TimeoutError:  # pragma: no cover - a distinct class before 3.11
-        raise TimeoutError from None
+class _Expired(Exception):
+    """Put into the stream by the deadline timer: the wait for a head or a body is over."""
 
 
 class RequestReader:
@@ -111,6 +96,9 @@ class RequestReader:
         self._error: Refusal | None = None
         """Why parsing stopped; answered once the requests before it are served."""
         self._eof = False
+        self._deadline = 0.0
+        """When the wait under way must end (loop time); 0.0 while nothing is awaited."""
+        self._timer: asyncio.TimerHandle | None = None
 
     async def read_head(self) -> Head | Refusal | None:
         """The next request's head; ``None`` when the peer closed or stayed idle."""
@@ -118,13 +106,10 @@ class RequestReader:
         def ready() -> bool:
             return bool(self._messages) and self._messages[0].head is not None
 
-        if not ready():
-            try:
-                await within(self._timeout, self._fill(ready))
-            except TimeoutError:
-                if not self._messages:
-                    return None  # an idle keep-alive connection: nothing to answer
-                return Refusal(408, "timed out reading the request head")
+        if not ready() and not await self._wait(ready):
+            if not self._messages:
+                return None  # an idle keep-alive connection: nothing to answer
+            return Refusal(408, "timed out reading the request head")
         if ready():
             return self._messages[0].head
         return self._error  # None: the peer went away, before or in the middle of a head
@@ -135,14 +120,49 @@ class RequestReader:
         if not message.complete:
             if head.expects_continue:
                 writer.write(_CONTINUE)
-            try:
-                await within(self._timeout, self._fill(lambda: message.complete))
-            except TimeoutError:
+            if not await self._wait(lambda: message.complete):
                 return Refusal(408, "timed out reading the request body")
             if not message.complete:
                 return self._error if not self._eof else None
         self._messages.popleft()
         return b"".join(message.body)
+
+    def close(self) -> None:
+        """Stop the deadline timer (the connection is done)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def _wait(self, done: Callable[[], bool]) -> bool:
+        """Read until ``done()``, the peer's EOF or a parse error; False when the deadline
+        (``timeout_s`` from now) passed first.
+
+        One timer per connection rather than one per wait: a wait only moves the deadline,
+        and the timer, when it fires early, sets itself again for the deadline then current.
+        ``asyncio.timeout`` per wait cost a timer handle and a cancel on every request.
+        """
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self._timeout
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._expire, loop)
+        try:
+            await self._fill(done)
+        except _Expired:
+            return False
+        finally:
+            self._deadline = 0.0
+        return True
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if not self._deadline:
+            return  # nothing awaited: the next wait sets a timer again
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._expire, loop)
+            return
+        # wakes the read under way with the error (or fails the next one): the connection
+        # is answered 408 or closed, never read again
+        self._reader.set_exception(_Expired())
 
     async def _fill(self, done: Callable[[], bool]) -> None:
         while not done() and self._error is None and not self._eof:
