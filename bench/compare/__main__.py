@@ -7,14 +7,12 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, NoReturn
 
-from . import chart, table
+from . import chart, procs, table
 from .results import Results
 from .runner import Run, Settings
 from .systems.base import System
@@ -98,14 +96,10 @@ def machine() -> str:
     )
 
 
-def _terminate(signum: int, frame: Any) -> NoReturn:
-    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every cluster's stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    signal.signal(signal.SIGTERM, _terminate)
+    procs.stop_on_sigterm()
     began = time.monotonic()
 
     def progress(line: str) -> None:

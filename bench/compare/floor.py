@@ -14,18 +14,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
 
 from .httpwire import Target
 from .loadgen import LoadSpec, run_load
-from .procs import spawn, stop, wait_until
+from .procs import spawn, stop, stop_on_sigterm, wait_until
 from .stats import Figures
 from .systems.base import System, loopback_addresses
 from .systems.etcd import EtcdSystem
@@ -105,13 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: Any) -> NoReturn:
-    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every cluster's stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     names = args.systems.split(",")
     workdir = Path(tempfile.mkdtemp(prefix="tsc-floor-", dir=args.dir))
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731

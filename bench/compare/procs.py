@@ -15,6 +15,16 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C (KeyboardInterrupt), so that the ``finally`` blocks
+    stop every process the run started. Main thread only."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This environment, with the repository root on PYTHONPATH (for ``-m bench.compare.*``)."""
     env = dict(os.environ)

@@ -4,10 +4,10 @@ Threads and loops:
 - the node's asyncio loop runs the core, the ticks and the transport (everything that touches
   the core happens there, so the core needs no lock);
 - one disk worker thread persists each ``Ready`` (one write, one fdatasync; what is written:
-  :mod:`.ready_writer`): the loop never
-  waits on the disk, and whatever arrives meanwhile is gathered into the next ``Ready``
-  (group commit). The leader sends its appends before its own write and counts itself once
-  the write is done; followers acknowledge only what is on disk;
+  :mod:`.ready_writer`): the loop never waits on the disk, and whatever arrives meanwhile is
+  gathered into the next ``Ready`` (group commit). The leader sends its appends before its
+  own write and counts itself once the write is done; followers acknowledge only what is on
+  disk;
 - one apply thread hands committed entries to the layer above (``apply``), installs snapshots
   (``restore``) and takes them (``take_snapshot``), in log order. A slow ``apply`` never stalls
   heartbeats.
