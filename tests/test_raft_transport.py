@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tsconsensus.raft import Message, MessageType
+from tsconsensus.raft._receiver import _READ_BUFFER_BYTES
 from tsconsensus.raft.codec import encode_message
 from tsconsensus.raft.frames import PREFIX_BYTES, FrameKind, encode_hello
 from tsconsensus.raft.transport import Streams, Transport
@@ -24,7 +25,7 @@ from .transport_net import CLUSTER, Net, Raw, append, run, until
 def test_frames_cut_at_any_byte_or_spread_over_many_reads_arrive_whole_and_in_order() -> None:
     """The receiver keeps only an incomplete frame's bytes and completes it from later reads:
     two frames cut at every byte, and a 3 MB body sent in 64 KiB pieces with a small frame
-    glued to its tail."""
+    glued to its tail; the connection's read buffer grows for that body only."""
 
     async def main() -> None:
         async with Net() as net:
@@ -56,6 +57,8 @@ def test_frames_cut_at_any_byte_or_spread_over_many_reads_arrive_whole_and_in_or
             await until(lambda: a.driver, "the 3 MB driver frame")
             assert a.driver == [(9, big)]
             await until(lambda: a.received[-1:] == [first], "the frame after it")
+            buffers = [len(c.rbuf) for c in a.transport._receiver._conns]
+            assert buffers and max(buffers) == _READ_BUFFER_BYTES
             stats = a.transport.stats
             assert stats["errors"] == 0 and stats["dropped_bad_mac"] == 0
 

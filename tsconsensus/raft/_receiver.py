@@ -45,21 +45,28 @@ log = logging.getLogger("tsconsensus.transport")
 # source, so that someone on one member's machine (who has its address but not the key) cannot
 # crowd out the other members' reconnections.
 _MAX_PENDING_PER_SOURCE = 16
+_READ_BUFFER_BYTES = 64 * 1024
+"""What one read may take in: a few frames, or a large body's next part."""
 
 
-class _Inbound(asyncio.Protocol):
+class _Inbound(asyncio.BufferedProtocol):
     """One accepted connection: a bare socket, registered with nothing, until authorized; then
     the protocol of its transport, cutting bytes into frames as they arrive. There is no reader
     task: a frame is checked and delivered in the loop turn that read its last byte.
 
-    Bytes are kept only while a frame is incomplete: a partial prefix, or the body of a frame
-    whose header (and so its length, against the limit) has already been checked.
+    The transport reads into this connection's own buffer (``rbuf``, ``fill`` bytes of it
+    unconsumed), not into a new object per read: asyncio's plain protocols get a fresh
+    256 KiB bytes object for every read, which glibc may serve with mmap, mremap and munmap
+    (three system calls and a page fault per read). The buffer is :data:`_READ_BUFFER_BYTES`,
+    larger only for a frame whose header (and so its length, against the limit) has already
+    been checked, and back to that size after it. Bytes are kept only while a frame is
+    incomplete: a partial prefix, or such a frame's body.
     """
 
     __slots__ = (
-        "buf",
         "closed",
         "deadline",
+        "fill",
         "finished",
         "header",
         "hello",
@@ -69,6 +76,7 @@ class _Inbound(asyncio.Protocol):
         "pending",
         "port",
         "prefix",
+        "rbuf",
         "receiver",
         "sender",
         "sock",
@@ -90,7 +98,8 @@ class _Inbound(asyncio.Protocol):
         self.finished = False
         self.hello = b""
         self.mac: FrameMac | None = None
-        self.buf = bytearray()
+        self.rbuf = bytearray()  # allocated once authorized (connection_made)
+        self.fill = 0
         self.need = PREFIX_BYTES  # bytes wanted before the next step: a prefix, or a body
         self.prefix = b""
         self.header: FrameHeader | None = None  # checked; its body not yet complete
@@ -105,24 +114,23 @@ class _Inbound(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.rbuf = bytearray(_READ_BUFFER_BYTES)
         if self.closed:  # aborted while the transport was being made
             transport.abort()
         else:
             transport.write(self.hello)
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        if buf:
-            buf += data
-            if len(buf) < self.need:
-                return
-            data = bytes(buf)
-            buf.clear()
-        elif len(data) < self.need:
-            buf += data
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # never empty: what stays unconsumed is less than ``need``, which fits (see _frames)
+        return memoryview(self.rbuf)[self.fill :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        fill = self.fill + nbytes
+        if fill < self.need:
+            self.fill = fill
             return
         try:
-            self.receiver._frames(self, data)
+            self.receiver._frames(self, fill)
         except Exception:
             self.receiver._failed(self)
 
@@ -284,7 +292,7 @@ class Receiver:
         if conn.finished:
             return
         conn.finished = True
-        conn.buf = bytearray()
+        conn.rbuf, conn.fill = bytearray(), 0
         self._conns.discard(conn)
         self._unpend(conn)
         if self._by_sender.get(conn.sender) is conn:
@@ -299,17 +307,20 @@ class Receiver:
         log.exception("inbound connection from %s:%d failed", conn.ip, conn.port)
         conn.abort()
 
-    def _frames(self, conn: _Inbound, data: bytes) -> None:
-        """Check and deliver the frames in ``data`` (at least ``conn.need`` bytes, following
-        what was consumed before); keep the incomplete rest. Stops at the first frame that
+    def _frames(self, conn: _Inbound, end: int) -> None:
+        """Check and deliver the frames in ``conn.rbuf[:end]`` (at least ``conn.need`` bytes,
+        following what was consumed before); move the incomplete rest to the buffer's start,
+        into a buffer that can hold the rest of its frame. Stops at the first frame that
         closes the connection."""
-        pos, end = 0, len(data)
+        data = conn.rbuf
+        view = memoryview(data)
+        pos = 0
         header, prefix = conn.header, conn.prefix
         while True:
             if header is None:
                 if end - pos < PREFIX_BYTES:
                     break
-                prefix = data[pos : pos + PREFIX_BYTES]
+                prefix = bytes(view[pos : pos + PREFIX_BYTES])
                 pos += PREFIX_BYTES
                 header = self._check_header(conn, prefix)
                 if header is None:
@@ -320,8 +331,7 @@ class Receiver:
                     length, self._frame_deadline_s
                 )
                 break
-            # pos 0 and the whole of data: a large body, gathered over several reads
-            body = data if pos == 0 and length == end else data[pos : pos + length]
+            body = bytes(view[pos : pos + length])  # the buffer is read into again
             pos += length
             conn.deadline = NEVER
             self._frame(conn, prefix, header, body)
@@ -329,9 +339,15 @@ class Receiver:
                 return
             header = None
         conn.header, conn.prefix = header, prefix
-        conn.need = PREFIX_BYTES if header is None else header.length
-        if pos < end:
-            conn.buf += data[pos:]
+        need = PREFIX_BYTES if header is None else header.length
+        conn.need, rest = need, end - pos
+        size = max(need, _READ_BUFFER_BYTES)
+        if size != len(data):  # a checked body larger than the buffer, or back after one
+            conn.rbuf = bytearray(size)
+            conn.rbuf[:rest] = view[pos:end]
+        elif rest and pos:
+            data[:rest] = data[pos:end]  # a copy first: the two ranges may overlap
+        conn.fill = rest
 
     def _check_header(self, conn: _Inbound, prefix: bytes) -> FrameHeader | None:
         """The header, checked before a byte of its body is kept; None: connection closed."""
