@@ -89,7 +89,8 @@ def node_status(view: DriverView, *, address: str, applied: int, snapshot_index:
         state=ROLES[view.role],
         leader=None if view.leader == 0 else hex_id(view.leader),
         term=view.term,
-        commit_index=view.commit,
+        # what is applied is committed; the view may be up to a tick older than ``applied``
+        commit_index=max(view.commit, applied),
         applied_index=applied,
         has_quorum=view.has_quorum,
         members=tuple(members),
