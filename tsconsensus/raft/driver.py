@@ -31,7 +31,7 @@ from .apply_worker import Apply, ApplyWorker, ReadDone, Restore, TakeSnapshot
 from .config import CoreConfig
 from .core import RaftCore
 from .disk_worker import DiskWorker
-from .driver_view import DriverView, make_view
+from .driver_view import DriverView, ViewPublisher
 from .leader_silence import LeaderSilence
 from .messages import NONE, MembershipChange, Message, Ready, Role, Snapshot
 from .notice_hold import NoticeHold
@@ -89,7 +89,7 @@ class Driver:
         self.storage = storage
         self.core = RaftCore(config, initial, rng or random.Random())
         self._tick_s = tick_s
-        self._on_view, self._on_fatal = on_view, on_fatal
+        self._on_fatal = on_fatal
         self._after_snapshot = after_snapshot
         self._on_driver_frame = on_driver_frame
         self._parse_address = parse_address
@@ -139,8 +139,14 @@ class Driver:
         self._ticker: asyncio.TimerHandle | None = None
         self._silence = LeaderSilence(config.election_ticks_min * tick_s / 2)
         self._tick_due = 0.0  # when the next tick should run (loop.time())
-        self._view_membership = self.core.membership  # the one self.view shows
-        self.view = self._make_view()
+        self._views = ViewPublisher(
+            self.core,
+            applied=lambda: self._worker.applied,
+            silence=self._silence,
+            tick_s=tick_s,
+            storage=lambda: (self._disk_full, self._problem),
+            on_view=on_view,
+        )
 
     # -- lifecycle (loop) ------------------------------------------------------------------
 
@@ -251,7 +257,7 @@ class Driver:
         self.core.tick()
         self._process()
         # The apply thread does not wake the loop for each batch it applies, and a follower
-        # does not publish for each append (_view_is_stale): the view catches up here, at
+        # does not publish for each append (ViewPublisher.stale): the view catches up here, at
         # most one tick late.
         self._publish()
 
@@ -271,8 +277,7 @@ class Driver:
         if self._persisting:
             for m in self.core.take_messages():
                 self._out.send(m)
-            view = self.view
-            if self.core.role is not view.role or self.core.leader != view.leader:
+            if self._views.stale():
                 self._publish()  # a write held up by a full disk must not hide a step-down
             return
         rd = self.core.ready()
@@ -370,7 +375,7 @@ class Driver:
         elif apply_after:  # a follower's, after the answers its write allowed
             self._hand_out(rd)
         self.core.advance(rd)
-        if self._view_is_stale():
+        if self._views.stale():
             self._publish()
         self._process()
 
@@ -455,33 +460,10 @@ class Driver:
 
     # -- status ------------------------------------------------------------------------------
 
+    @property
+    def view(self) -> DriverView:
+        """The latest picture of this node (any thread may read it; see :class:`DriverView`)."""
+        return self._views.view
+
     def _publish(self) -> None:
-        self._view_membership = self.core.membership
-        self.view = self._make_view()
-        self._on_view(self.view)
-
-    def _view_is_stale(self) -> bool:
-        """Whether a Ready just handled must be published at once: when more than indexes
-        moved (role, term, leader, membership, cluster, a transfer). Indexes, progress and
-        silences catch up at the next tick (:meth:`_tick`), which spares building a view for
-        every Ready: about a tenth of a follower's CPU per append, measured."""
-        core, view = self.core, self.view
-        return (
-            core.role is not view.role
-            or core.term != view.term
-            or core.leader != view.leader
-            or core.membership is not self._view_membership
-            or core.cluster_id != view.cluster_id
-            or (core.transferee != NONE) != view.transferring
-        )
-
-    def _make_view(self) -> DriverView:
-        return make_view(
-            self.core,
-            applied=self._worker.applied,
-            heard=self._silence.heard,
-            tick_s=self._tick_s,
-            disk_full=self._disk_full,
-            leader_gap_max_s=self._silence.longest,
-            storage_problem=self._problem,
-        )
+        self._views.publish()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .core import RaftCore
+from .leader_silence import LeaderSilence
 from .messages import NONE, Role
 
 
@@ -100,3 +101,59 @@ def make_view(
         leader_gap_max_s=leader_gap_max_s,
         storage_problem=storage_problem,
     )
+
+
+class ViewPublisher:
+    """Builds and publishes one driver's :class:`DriverView`. Loop thread only.
+
+    ``applied`` gives the apply thread's last index, ``storage`` the disk-full flag and the
+    storage problem (see :attr:`DriverView.storage_problem`); ``on_view`` is called with each
+    view published.
+    """
+
+    def __init__(
+        self,
+        core: RaftCore,
+        *,
+        applied: Callable[[], int],
+        silence: LeaderSilence,
+        tick_s: float,
+        storage: Callable[[], tuple[bool, str]],
+        on_view: Callable[[DriverView], None],
+    ) -> None:
+        self._core, self._applied, self._silence = core, applied, silence
+        self._tick_s, self._storage, self._on_view = tick_s, storage, on_view
+        self._membership = core.membership  # the one :attr:`view` shows
+        self.view = self._make()
+
+    def publish(self) -> None:
+        self._membership = self._core.membership
+        self.view = self._make()
+        self._on_view(self.view)
+
+    def stale(self) -> bool:
+        """Whether the view must be published now, not at the next tick: more than indexes
+        moved (role, term, leader, membership, cluster, a transfer). Indexes, progress and
+        silences may wait for the tick, which spares building a view for every Ready: about
+        a tenth of a follower's CPU per append, measured."""
+        core, view = self._core, self.view
+        return (
+            core.role is not view.role
+            or core.term != view.term
+            or core.leader != view.leader
+            or core.membership is not self._membership
+            or core.cluster_id != view.cluster_id
+            or (core.transferee != NONE) != view.transferring
+        )
+
+    def _make(self) -> DriverView:
+        disk_full, problem = self._storage()
+        return make_view(
+            self._core,
+            applied=self._applied(),
+            heard=self._silence.heard,
+            tick_s=self._tick_s,
+            disk_full=disk_full,
+            leader_gap_max_s=self._silence.longest,
+            storage_problem=problem,
+        )
