@@ -24,8 +24,9 @@ class PeerView:
 
 @dataclass(frozen=True)
 class DriverView:
-    """An immutable picture of the node, refreshed by the loop after every change; any thread
-    may read :attr:`Driver.view`."""
+    """An immutable picture of the node; any thread may read :attr:`Driver.view`. The loop
+    refreshes it at every tick, and at once when the role, term, leader, membership or cluster
+    changes (:meth:`ViewPublisher.stale`): indexes, progress and silences may be a tick old."""
 
     member_id: int
     cluster_id: int
