@@ -58,3 +58,23 @@ def test_a_new_leader_a_new_term_or_a_membership_change_make_the_view_stale() ->
     leader.publish()
     assert not leader.stale()
     assert 9 in {p.id for p in leader.view.peers}
+
+
+def test_a_change_in_the_storage_state_makes_the_view_stale() -> None:
+    net = Net(3)
+    net.elect(1)
+    state = [(False, "")]
+    views = ViewPublisher(
+        net.core(2),
+        applied=lambda: 0,
+        silence=LeaderSilence(1.0),
+        tick_s=0.1,
+        storage=lambda: state[0],
+        on_view=lambda view: None,
+    )
+    state[0] = (True, "disk full: no space left")
+    assert views.stale()
+    views.publish()
+    assert not views.stale() and views.view.disk_full
+    state[0] = (False, "")  # space is back: readiness must not wait for a tick
+    assert views.stale()

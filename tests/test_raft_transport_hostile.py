@@ -77,6 +77,28 @@ def test_a_frame_declaring_2_gb_is_refused_at_once_while_other_peers_are_served(
     run(main())
 
 
+def test_a_peer_without_the_key_holds_no_more_buffer_than_it_sends() -> None:
+    """A header declaring 3 MB (under the limit) does not reserve 3 MB: until a frame with a
+    valid MAC, the read buffer grows with the bytes that arrive. The frame then fails its MAC."""
+
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node(1)
+            declared, sent = 3 * 1024 * 1024, 200 * 1024
+            forger = await Raw.connect(a.address, net.host(9))
+            header = encode_header(FrameKind.RAFT, declared, CLUSTER, 9, 1) + bytes(MAC_BYTES)
+            await forger.send(header + b"\0" * sent)
+            conns = a.transport._receiver._conns
+            await until(lambda: any(c.fill >= sent for c in conns), "the first 200 KiB")
+            held = max(len(c.rbuf) for c in conns)
+            assert sent <= held <= 2 * sent + PREFIX_BYTES, held
+            await forger.send(b"\0" * (declared - sent))
+            assert await forger.closed() < 1.0
+            assert a.transport.stats["dropped_bad_mac"] == 1 and a.received == []
+
+    run(main())
+
+
 def test_a_mac_derived_from_the_tag_alone_closes_the_connection_before_decoding(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

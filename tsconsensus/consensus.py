@@ -357,7 +357,7 @@ class Consensus:
                 if time.monotonic() >= deadline:
                     raise JoinError(f"membership change not accepted in time: {exc}") from None
                 time.sleep(0.05)
-        while engine.view.commit < index or engine.applied_index < index:
+        while engine.applied_index < index:  # applied here, so committed
             if not engine.is_leader:
                 raise JoinError("leadership moved before the change committed; ask again")
             if time.monotonic() >= deadline:

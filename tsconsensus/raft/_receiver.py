@@ -121,7 +121,12 @@ class _Inbound(asyncio.BufferedProtocol):
             transport.write(self.hello)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        # never empty: what stays unconsumed is less than ``need``, which fits (see _frames)
+        if self.fill == len(self.rbuf):
+            # a checked body from a peer not yet authenticated, growing with what arrives;
+            # never empty, since what stays unconsumed is less than ``need``
+            grown = bytearray(min(self.need, 2 * self.fill))
+            grown[: self.fill] = self.rbuf
+            self.rbuf = grown
         return memoryview(self.rbuf)[self.fill :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -341,7 +346,10 @@ class Receiver:
         conn.header, conn.prefix = header, prefix
         need = PREFIX_BYTES if header is None else header.length
         conn.need, rest = need, end - pos
-        size = max(need, _READ_BUFFER_BYTES)
+        # Room for the whole body once the peer has shown the key (a frame with a valid MAC);
+        # before that, the buffer grows with what arrives (get_buffer), not with what a
+        # header declares: a peer without the key holds no more memory than it sends.
+        size = max(need if conn.sender else rest + 1, _READ_BUFFER_BYTES)
         if size != len(data):  # a checked body larger than the buffer, or back after one
             conn.rbuf = bytearray(size)
             conn.rbuf[:rest] = view[pos:end]

@@ -25,8 +25,9 @@ class PeerView:
 @dataclass(frozen=True)
 class DriverView:
     """An immutable picture of the node; any thread may read :attr:`Driver.view`. The loop
-    refreshes it at every tick, and at once when the role, term, leader, membership or cluster
-    changes (:meth:`ViewPublisher.stale`): indexes, progress and silences may be a tick old."""
+    refreshes it at every tick, and at once when the role, term, leader, membership, cluster or
+    storage state changes (:meth:`ViewPublisher.stale`): indexes, progress and silences may be
+    a tick old."""
 
     member_id: int
     cluster_id: int
@@ -134,7 +135,8 @@ class ViewPublisher:
 
     def stale(self) -> bool:
         """Whether the view must be published now, not at the next tick: more than indexes
-        moved (role, term, leader, membership, cluster, a transfer). Indexes, progress and
+        moved (role, term, leader, membership, cluster, a transfer, the storage's state, e.g.
+        space back after a full disk). Indexes, progress and
         silences may wait for the tick, which spares building a view for every Ready: about
         a tenth of a follower's CPU per append, measured."""
         core, view = self._core, self.view
@@ -145,6 +147,7 @@ class ViewPublisher:
             or core.membership is not self._membership
             or core.cluster_id != view.cluster_id
             or (core.transferee != NONE) != view.transferring
+            or self._storage() != (view.disk_full, view.storage_problem)
         )
 
     def _make(self) -> DriverView:
