@@ -5,19 +5,26 @@ Pure cores from :mod:`tests.raft_net`; no sockets, no clocks beyond the view's o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.raft_net import Net
 from tsconsensus.raft import MembershipChange, MembershipOp, Role
 from tsconsensus.raft.driver_view import DriverView, ViewPublisher
 from tsconsensus.raft.leader_silence import LeaderSilence
 
 
-def _publisher(net: Net, member: int, seen: list[DriverView]) -> ViewPublisher:
+def _publisher(
+    net: Net,
+    member: int,
+    seen: list[DriverView],
+    storage: Callable[[], tuple[bool, str]] = lambda: (False, ""),
+) -> ViewPublisher:
     return ViewPublisher(
         net.core(member),
         applied=lambda: net.core(member).commit,
         silence=LeaderSilence(1.0),
         tick_s=0.1,
-        storage=lambda: (False, ""),
+        storage=storage,
         on_view=seen.append,
     )
 
@@ -64,14 +71,7 @@ def test_a_change_in_the_storage_state_makes_the_view_stale() -> None:
     net = Net(3)
     net.elect(1)
     state = [(False, "")]
-    views = ViewPublisher(
-        net.core(2),
-        applied=lambda: 0,
-        silence=LeaderSilence(1.0),
-        tick_s=0.1,
-        storage=lambda: state[0],
-        on_view=lambda view: None,
-    )
+    views = _publisher(net, 2, [], storage=lambda: state[0])
     state[0] = (True, "disk full: no space left")
     assert views.stale()
     views.publish()
