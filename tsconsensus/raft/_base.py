@@ -62,6 +62,7 @@ class CoreState:
             self._configs = [(0, Membership())]
         self.snapshot = snap
         self.progress: dict[int, Progress] = {}
+        self._follower_order: tuple[int, ...] | None = None  # sorted progress keys but self
         self.role = Role.FOLLOWER
         self._dirty_from = self.log.last_index + 1
         self.stable_index = self.log.last_index
@@ -116,6 +117,14 @@ class CoreState:
             found = m
         return found
 
+    def _followers_in_order(self) -> tuple[int, ...]:
+        """The leader's progress table's members other than itself, in id order (a
+        deterministic order for a replayable run; cached until the table changes)."""
+        order = self._follower_order
+        if order is None:
+            order = self._follower_order = tuple(m for m in sorted(self.progress) if m != self.id)
+        return order
+
     def _promotable(self) -> bool:
         return self.membership.is_voter(self.id)
 
@@ -139,6 +148,7 @@ class CoreState:
         self._reads_dropped.extend(self._reads_unsent)
         self._read_batches, self._reads_unsent = {}, []
         self.progress = {}
+        self._follower_order = None
         self._uncommitted_bytes = 0
 
     def _drop_read(self, context: int, requester: int) -> None:
@@ -199,6 +209,7 @@ class CoreState:
         if self.role is not Role.LEADER:
             return
         members = self.membership.members
+        self._follower_order = None
         for gone in set(self.progress) - members:
             del self.progress[gone]
         for m in sorted(members):
@@ -239,7 +250,6 @@ class CoreState:
             return False
         base = self.snapshot.meta.index if self.snapshot is not None else 0
         last_size = len(self.snapshot.data) if self.snapshot is not None else 0
-        return (
-            self._handed + handing - base >= self.config.snapshot_entries
-            or handed_bytes >= max(self.config.snapshot_bytes, last_size)
+        return self._handed + handing - base >= self.config.snapshot_entries or handed_bytes >= max(
+            self.config.snapshot_bytes, last_size
         )

@@ -28,6 +28,7 @@ from ._base import InitialState
 from .codec import encode_membership
 from .follower import FollowerSide
 from .messages import (
+    ENTRY_OVERHEAD,
     NONE,
     Entry,
     EntryKind,
@@ -414,32 +415,52 @@ class RaftCore(Replication, FollowerSide):
         if self._dirty_from <= last:
             entries = tuple(self.log.entries(self._dirty_from, last + 1))
         self._dirty_from = last + 1
-        hs = HardState(self.term, self.vote, self.commit)
-        hard_state = hs if hs != self._last_hs else None
-        soft = SoftState(self.leader, self.role, self.term)
-        soft_state = soft if soft != self._last_soft else None
-        upto = min(self.commit, self.stable_index)
+        # Compared field by field and built only when changed: most Readies carry neither.
+        term, vote, commit = self.term, self.vote, self.commit
+        hs, hard_state = self._last_hs, None
+        if hs.term != term or hs.vote != vote or hs.commit != commit:
+            hs = hard_state = HardState(term, vote, commit)
+        soft, soft_state = self._last_soft, None
+        if soft.leader != self.leader or soft.role is not self.role or soft.term != term:
+            soft = soft_state = SoftState(self.leader, self.role, term)
+        upto = min(commit, self.stable_index)
         committed: tuple[Entry, ...] = ()
+        handed_bytes = self._handed_bytes
         if upto > self._handed:
             committed = tuple(self.log.entries(self._handed + 1, upto + 1))
-        handed_bytes = self._handed_bytes + sum(e.size for e in committed)
+            for e in committed:
+                handed_bytes += len(e.data) + ENTRY_OVERHEAD  # Entry.size, without the calls
         due = self._snapshot_due(len(committed), handed_bytes)
+        msgs, msgs_after = self._msgs, self._msgs_after
+        read_states, reads_dropped = self._read_states, self._reads_dropped
+        install = self._install
+        if not (
+            entries
+            or committed
+            or msgs
+            or msgs_after
+            or hard_state
+            or soft_state
+            or install
+            or read_states
+            or reads_dropped
+            or due
+        ):
+            return _NOTHING
         rd = Ready(
             hard_state=hard_state,
             entries=entries,
-            snapshot=self._install,
+            snapshot=install,
             committed=committed,
-            messages=tuple(self._msgs),
-            messages_after_persist=tuple(self._msgs_after),
-            read_states=tuple(self._read_states),
-            reads_dropped=tuple(self._reads_dropped),
+            messages=tuple(msgs),
+            messages_after_persist=tuple(msgs_after),
+            read_states=tuple(read_states),
+            reads_dropped=tuple(reads_dropped),
             soft_state=soft_state,
             snapshot_due=due,
-            last_index=self.log.last_index if (entries or self._install) else 0,
+            last_index=last if (entries or install) else 0,
             last_term=self.log.last_term,
         )
-        if not rd:
-            return rd
         self._handed += len(committed)
         self._handed_bytes = handed_bytes
         self._snapshot_asked = self._snapshot_asked or due

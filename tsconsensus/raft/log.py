@@ -12,7 +12,8 @@ class RaftLog:
 
     The position before the first entry, ``offset``, is where the log was compacted or where
     an installed snapshot ends: its term is known, its entry is not. Indexes below it are
-    gone. Not thread-safe: the core's thread only.
+    gone. Not thread-safe: the core's thread only. ``last_index`` is a plain attribute kept
+    in step by every change (the core reads it dozens of times per command); read it only.
     """
 
     def __init__(
@@ -26,6 +27,7 @@ class RaftLog:
         self.offset_term = offset_term
         self.offset_time = offset_time
         self._entries: list[Entry] = list(entries)
+        self.last_index = offset + len(self._entries)
         for i, e in enumerate(self._entries):
             if e.index != offset + 1 + i:
                 raise ValueError(f"entry {e.index} at position {offset + 1 + i}: log has a gap")
@@ -35,10 +37,6 @@ class RaftLog:
     @property
     def first_index(self) -> int:
         return self.offset + 1
-
-    @property
-    def last_index(self) -> int:
-        return self.offset + len(self._entries)
 
     @property
     def last_term(self) -> int:
@@ -102,12 +100,14 @@ class RaftLog:
         if entries and entries[0].index != self.last_index + 1:
             raise ValueError(f"append at {entries[0].index} after {self.last_index}")
         self._entries.extend(entries)
+        self.last_index = self.offset + len(self._entries)
 
     def truncate_from(self, index: int) -> None:
         """Remove entries ``index`` and after (callers never remove committed ones)."""
         if index <= self.offset:
             raise ValueError(f"truncate at {index}, before the log's start {self.first_index}")
         del self._entries[index - self.offset - 1 :]
+        self.last_index = self.offset + len(self._entries)
 
     def compact(self, index: int) -> None:
         """Forget entries up to and including ``index`` (which must be in the log)."""
@@ -121,3 +121,4 @@ class RaftLog:
         """Drop everything: the log now starts after an installed snapshot."""
         self._entries = []
         self.offset, self.offset_term, self.offset_time = offset, offset_term, offset_time
+        self.last_index = offset

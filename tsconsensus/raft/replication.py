@@ -255,18 +255,20 @@ class Replication(CoreState):
                 self._broadcast_heartbeat(round_id)
             self._release_reads()
         last = self.log.last_index
-        for to in sorted(self.progress):
-            if to == self.id:
-                continue
-            pr = self.progress[to]
+        commit = self.commit
+        progress = self.progress
+        for to in self._followers_in_order():
+            pr = progress[to]
             if pr.next == last + 1 and pr.state is ProgressState.REPLICATE:
                 # it has been sent everything (what _send_append would find out the long way)
-                if pr.sent_commit < self.commit:
+                if pr.sent_commit < commit:
                     self._send_append(to, empty=True, notice=True)
                 continue
             sent = False
             while self._send_append(to, empty=False):
                 sent = True
+                if pr.next > last:
+                    break  # all sent: another call would find nothing
             if sent:
                 continue
             if pr.state is ProgressState.PROBE and pr.match < self.log.last_index:
@@ -275,7 +277,12 @@ class Replication(CoreState):
                 # carry the new commit index; its answer would say nothing new (half the
                 # messages of a lone client's command)
                 self._send_append(to, empty=True, notice=True)
-        if self.config.auto_promote and own_term_committed and self.transferee == NONE:
+        if (
+            self.membership.learners
+            and self.config.auto_promote
+            and own_term_committed
+            and self.transferee == NONE
+        ):
             self._maybe_promote()
 
     def _maybe_promote(self) -> None:
@@ -309,13 +316,16 @@ class Replication(CoreState):
         voters = self.membership.voters
         if not voters:
             return 0
-        matches = sorted(
-            (self.stable_index if v == self.id else self.progress[v].match)
-            if v == self.id or v in self.progress
-            else 0
-            for v in voters
-        )
-        return matches[len(matches) - self.membership.quorum()]
+        me, progress = self.id, self.progress
+        matches = []
+        for v in voters:
+            if v == me:
+                matches.append(self.stable_index)
+            else:
+                pr = progress.get(v)
+                matches.append(0 if pr is None else pr.match)
+        matches.sort()
+        return matches[len(matches) - (len(voters) // 2 + 1)]  # a majority of the voters
 
     def _maybe_commit(self) -> None:
         n = self._quorum_match()
