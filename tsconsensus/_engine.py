@@ -181,8 +181,9 @@ class EngineNode:
             return
         view = self.driver.view
         if view.role is Role.LEADER and not self._handing_over:
-            for batch in self._batches(pending):
-                self._propose_batch(batch, [rid for rid, _ in batch])
+            with self.driver.inputs:  # the appends go out now, not a loop turn later
+                for batch in self._batches(pending):
+                    self._propose_batch(batch, [rid for rid, _ in batch])
             return
         if self._handing_over or view.leader == 0:
             self._fail([rid for rid, _ in pending], FailReason.NO_LEADER)

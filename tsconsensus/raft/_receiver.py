@@ -20,6 +20,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from ..errors import DecodeError
@@ -134,8 +135,10 @@ class _Inbound(asyncio.BufferedProtocol):
         if fill < self.need:
             self.fill = fill
             return
+        receiver = self.receiver
         try:
-            self.receiver._frames(self, fill)
+            with receiver.batch:
+                receiver._frames(self, fill)
         except Exception:
             self.receiver._failed(self)
 
@@ -162,8 +165,11 @@ class Receiver:
         max_frame_bytes: int,
         authorize_timeout_s: float,
         frame_deadline_s: float,
+        batch: AbstractContextManager[object] | None = None,
     ) -> None:
         self._link, self._stats = link, link.stats
+        # entered around each read's callbacks (Transport's ``batch``)
+        self.batch: AbstractContextManager[object] = batch or nullcontext()
         self._authorize = authorize
         self._on_message, self._on_driver_frame = on_message, on_driver_frame
         self._on_peer_closed = on_peer_closed

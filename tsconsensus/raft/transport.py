@@ -20,6 +20,7 @@ import logging
 import random
 import socket
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 
 from ._link import NEVER, Link, describe, more
 from ._receiver import Receiver
@@ -125,7 +126,9 @@ class Transport:
     and reported unreachable), ``frame_deadline_s`` (the least time a peer gets to deliver a
     frame body, and its first frame after the hello; larger bodies get ``length / 1 MB/s``),
     ``on_down`` (a member closed its connection to us and a fresh dial to it was refused or
-    ended before the hello: its process is gone; see :meth:`_probe`), and the read-only
+    ended before the hello: its process is gone; see :meth:`_probe`), ``batch`` (a reusable
+    context manager entered around the callbacks of each read from a connection, so that the
+    receiver can act once on what arrived together), and the read-only
     properties ``address``, ``member_id`` and ``cluster_id``.
 
     The constructor raises :class:`ValueError` for a ``host`` that is not a literal, specific IP
@@ -154,6 +157,7 @@ class Transport:
         queue_bytes_limit: int = 64 * 1024 * 1024,
         write_timeout_s: float = 10.0,
         frame_deadline_s: float = 5.0,
+        batch: AbstractContextManager[object] | None = None,
     ) -> None:
         address = ipaddress.ip_address(host)  # raises ValueError for names and garbage
         if address.is_unspecified:
@@ -174,6 +178,7 @@ class Transport:
             max_frame_bytes=max_frame_bytes,
             authorize_timeout_s=connect_timeout_s,
             frame_deadline_s=frame_deadline_s,
+            batch=batch,
         )
         self._resolve, self._on_unreachable, self._on_down = resolve, on_unreachable, on_down
         self._probes: dict[int, asyncio.Task[None]] = {}  # held: the loop keeps weak refs
