@@ -27,7 +27,7 @@ from tsconsensus.raft.codec import (
     encode_message,
     membership_from_bytes,
 )
-from tsconsensus.raft.messages import ENTRY_OVERHEAD
+from tsconsensus.raft.messages import ENTRY_OVERHEAD, Ready
 
 u64 = st.integers(0, 2**64 - 1)
 ids = st.integers(1, 2**64 - 1)
@@ -130,3 +130,16 @@ def test_limits_nest_inside_each_other() -> None:
         CoreConfig(id=1, cluster_id=1, election_ticks_min=5, election_ticks_max=5).validate()
     with pytest.raises(ValueError, match="id 0"):
         CoreConfig(id=0, cluster_id=1).validate()
+
+
+def test_messages_and_readies_are_immutable_and_a_ready_is_true_only_with_work() -> None:
+    m = Message(MessageType.APPEND, to=2, frm=1, term=3, index=4)
+    with pytest.raises(AttributeError):
+        m.term = 5  # type: ignore[misc]
+    assert m._replace(term=5).term == 5 and m.term == 3
+    assert m.index == 4  # the field, not tuple.index
+    assert not Ready() and not Ready(last_term=7)  # positions alone are no work
+    assert Ready(messages=(m,)) and Ready(snapshot_due=True)
+    rd = Ready(committed=())
+    with pytest.raises(AttributeError):
+        rd.committed = ()  # type: ignore[misc]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from tests.raft_net import Net, entry_data
@@ -562,7 +560,7 @@ def test_snapshot_chunks_out_of_order_or_corrupt_are_refused_and_nothing_half_in
     rx = SnapshotReceiver()
     assert rx.accept(chunks[1]) == (False, None)  # not the first chunk of a new snapshot
     assert rx.accept(chunks[0]) == (True, None)
-    corrupt = replace(chunks[1], data=b"\xff" + chunks[1].data[1:])
+    corrupt = chunks[1]._replace(data=b"\xff" + chunks[1].data[1:])
     assert rx.accept(corrupt) == (False, None) and rx.received == 100
     assert rx.accept(chunks[2]) == (False, None)  # a gap
     assert rx.accept(chunks[1]) == (True, None)
