@@ -118,3 +118,21 @@ def test_real_nodes_tell_a_frozen_leader_from_a_frozen_follower(
     )
     gap, stood = found[0]
     assert gap >= 0.9 and 0.7 <= stood <= gap, (gap, stood)
+
+
+def test_a_time_spent_leading_is_no_silence_of_the_leader_followed_again(
+    warnings: Warnings,
+) -> None:
+    s = LeaderSilence(warn_after_s=0.3)
+    s.follow(A)
+    s.heard_from(A, 0.0, leader=True)
+    s.heard_from(A, 0.1, leader=True)
+    s.follow(None)  # this node leads for six seconds (A follows it meanwhile)
+    s.heard_from(A, 3.0, leader=False)
+    s.follow(A)  # A leads again: its silences count from its first word to this node
+    s.heard_from(A, 6.0, leader=True)
+    s.heard_from(A, 6.1, leader=True)
+    assert s.longest == pytest.approx(0.1) and len(warnings) == 0
+    s.follow(A)  # the same leader again (a soft state that changed elsewhere): no reset
+    s.heard_from(A, 6.6, leader=True)
+    assert s.longest == pytest.approx(0.5) and len(warnings) == 1

@@ -311,8 +311,12 @@ class Driver:
             self._out.send(m)
         if apply_now and not leader:
             self._hand_out(rd)
-        if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
-            log.info("%016x leads term %d", self.core.id, rd.soft_state.term)
+        soft = rd.soft_state
+        if soft is not None:
+            following = soft.role is Role.FOLLOWER and soft.leader != NONE
+            self._silence.follow(soft.leader if following else None)
+            if soft.role is Role.LEADER:
+                log.info("%016x leads term %d", self.core.id, soft.term)
         if not durable:
             # Nothing to make durable: at most a higher commit index, which Raft need not
             # persist (a restarted node learns it again); it is written with the next entries.

@@ -44,6 +44,13 @@ class LeaderSilence:
         if stood > self._stood:
             self._stood = stood
 
+    def follow(self, leader: int | None) -> None:
+        """This node now follows ``leader`` (None: it leads, campaigns or knows no leader).
+        A change ends the measured silence: the time this node led or followed another one
+        is no silence of the leader it follows afterwards (counted from its first word)."""
+        if leader != self._leader:
+            self._leader = None
+
     def heard_from(self, member: int, now: float, *, leader: bool, tick_due: float = NEVER) -> None:
         """A message from ``member`` arrived at ``now``. ``leader``: this node follows it.
         ``tick_due``: when the tick that has not run yet was due."""
