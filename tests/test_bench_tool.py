@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .helpers import eventually
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +84,7 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+@pytest.mark.heavy
 def test_quick_run_measures_every_row_and_writes_the_chart(tmp_path: Path) -> None:
     chart, figures_file = tmp_path / "chart.png", tmp_path / "figures.json"
     argv = [

@@ -62,6 +62,7 @@ def _no_election_under_load(make_cluster: Make, seconds: float) -> None:
     )
 
 
+@pytest.mark.heavy
 def test_a_short_burst_of_64_clients_causes_no_election(make_cluster: Make) -> None:
     _no_election_under_load(make_cluster, float(os.environ.get("TSC_LOAD_SECONDS", "20")))
 
