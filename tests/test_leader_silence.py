@@ -136,3 +136,17 @@ def test_a_time_spent_leading_is_no_silence_of_the_leader_followed_again(
     s.follow(A)  # the same leader again (a soft state that changed elsewhere): no reset
     s.heard_from(A, 6.6, leader=True)
     assert s.longest == pytest.approx(0.5) and len(warnings) == 1
+
+
+def test_a_silence_that_made_this_node_campaign_is_still_reported(warnings: Warnings) -> None:
+    """The driver calls follow() only on leading or on following a leader: a spell as a
+    (pre-)candidate that ends with the same leader speaking again keeps the silence whole."""
+    s = LeaderSilence(warn_after_s=0.3)
+    s.follow(A)
+    s.heard_from(A, 0.0, leader=True)
+    s.heard_from(A, 0.1, leader=True)
+    # cut off from A; at 0.6 it campaigns (a pre-vote the others refuse): no follow() call
+    s.heard_from(A, 1.0, leader=False)  # A's first word, before the step makes it leader
+    s.follow(A)  # following A again
+    s.heard_from(A, 1.05, leader=True)
+    assert s.longest == pytest.approx(0.95) and len(warnings) == 1

@@ -313,10 +313,11 @@ class Driver:
             self._hand_out(rd)
         soft = rd.soft_state
         if soft is not None:
-            following = soft.role is Role.FOLLOWER and soft.leader != NONE
-            self._silence.follow(soft.leader if following else None)
             if soft.role is Role.LEADER:
+                self._silence.follow(None)
                 log.info("%016x leads term %d", self.core.id, soft.term)
+            elif soft.role is Role.FOLLOWER and soft.leader != NONE:
+                self._silence.follow(soft.leader)
         if not durable:
             # Nothing to make durable: at most a higher commit index, which Raft need not
             # persist (a restarted node learns it again); it is written with the next entries.

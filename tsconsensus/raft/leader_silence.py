@@ -45,9 +45,11 @@ class LeaderSilence:
             self._stood = stood
 
     def follow(self, leader: int | None) -> None:
-        """This node now follows ``leader`` (None: it leads, campaigns or knows no leader).
-        A change ends the measured silence: the time this node led or followed another one
-        is no silence of the leader it follows afterwards (counted from its first word)."""
+        """This node now follows ``leader``, or leads itself (None). A change ends the
+        measured silence: the time this node led or followed another leader is no silence of
+        the leader it follows afterwards (counted from its first word). Not called for a
+        campaign: a silence that made this node campaign, and ends with the same leader
+        speaking again, is the very silence to report."""
         if leader != self._leader:
             self._leader = None
 
