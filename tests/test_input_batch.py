@@ -62,7 +62,6 @@ def test_each_read_delivers_its_messages_inside_the_batch() -> None:
                 events.append("message")
                 assert batch.hold() is True  # inside the read's batch
 
-            b.on_message = on_message  # type: ignore[method-assign]
             b.transport._receiver._on_message = on_message
             for i in range(20):
                 a.transport.send(append(1, 2, index=i))

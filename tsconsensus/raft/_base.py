@@ -250,6 +250,7 @@ class CoreState:
             return False
         base = self.snapshot.meta.index if self.snapshot is not None else 0
         last_size = len(self.snapshot.data) if self.snapshot is not None else 0
-        return self._handed + handing - base >= self.config.snapshot_entries or handed_bytes >= max(
-            self.config.snapshot_bytes, last_size
+        return (
+            self._handed + handing - base >= self.config.snapshot_entries
+            or handed_bytes >= max(self.config.snapshot_bytes, last_size)
         )

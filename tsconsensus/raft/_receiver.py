@@ -140,7 +140,7 @@ class _Inbound(asyncio.BufferedProtocol):
             with receiver.batch:
                 receiver._frames(self, fill)
         except Exception:
-            self.receiver._failed(self)
+            receiver._failed(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Not aborted from this side: the peer closed or reset it, mid-frame or not.

@@ -28,7 +28,6 @@ from ._base import InitialState
 from .codec import encode_membership
 from .follower import FollowerSide
 from .messages import (
-    ENTRY_OVERHEAD,
     NONE,
     Entry,
     EntryKind,
@@ -428,39 +427,24 @@ class RaftCore(Replication, FollowerSide):
         handed_bytes = self._handed_bytes
         if upto > self._handed:
             committed = tuple(self.log.entries(self._handed + 1, upto + 1))
-            for e in committed:
-                handed_bytes += len(e.data) + ENTRY_OVERHEAD  # Entry.size, without the calls
+            handed_bytes += sum(e.size for e in committed)
         due = self._snapshot_due(len(committed), handed_bytes)
-        msgs, msgs_after = self._msgs, self._msgs_after
-        read_states, reads_dropped = self._read_states, self._reads_dropped
-        install = self._install
-        if not (
-            entries
-            or committed
-            or msgs
-            or msgs_after
-            or hard_state
-            or soft_state
-            or install
-            or read_states
-            or reads_dropped
-            or due
-        ):
-            return _NOTHING
         rd = Ready(
             hard_state=hard_state,
             entries=entries,
-            snapshot=install,
+            snapshot=self._install,
             committed=committed,
-            messages=tuple(msgs),
-            messages_after_persist=tuple(msgs_after),
-            read_states=tuple(read_states),
-            reads_dropped=tuple(reads_dropped),
+            messages=tuple(self._msgs),
+            messages_after_persist=tuple(self._msgs_after),
+            read_states=tuple(self._read_states),
+            reads_dropped=tuple(self._reads_dropped),
             soft_state=soft_state,
             snapshot_due=due,
-            last_index=last if (entries or install) else 0,
+            last_index=last if (entries or self._install) else 0,
             last_term=self.log.last_term,
         )
+        if not rd:
+            return rd
         self._handed += len(committed)
         self._handed_bytes = handed_bytes
         self._snapshot_asked = self._snapshot_asked or due

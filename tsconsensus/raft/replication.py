@@ -325,7 +325,7 @@ class Replication(CoreState):
                 pr = progress.get(v)
                 matches.append(0 if pr is None else pr.match)
         matches.sort()
-        return matches[len(matches) - (len(voters) // 2 + 1)]  # a majority of the voters
+        return matches[len(matches) - self.membership.quorum()]
 
     def _maybe_commit(self) -> None:
         n = self._quorum_match()
