@@ -48,6 +48,7 @@ def _assert_passed(report: RunReport) -> None:
     assert ok > 500, summary  # the clients got real work through, not just errors
 
 
+@pytest.mark.heavy
 def test_short_run_under_kills_pauses_and_a_partition_passes(tmp_path: Path) -> None:
     history = tmp_path / "history.jsonl"
     report = run(
@@ -221,6 +222,7 @@ def _planted(tmp_path: Path, bug: str, seconds: float, seed: int, nemeses: tuple
     assert report.exit_code == 1
 
 
+@pytest.mark.heavy
 def test_planted_local_reads_are_caught(tmp_path: Path) -> None:
     _planted(tmp_path, "local-reads", 30, 3, ("pause", "partition"))
 

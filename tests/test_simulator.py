@@ -42,6 +42,7 @@ def _run_in_parallel(seeds: range, options: SimOptions) -> None:
     assert not failures, failures[0]
 
 
+@pytest.mark.heavy
 def test_thousands_of_seeded_schedules_keep_raft_safe_and_live_3_nodes() -> None:
     _run_in_parallel(range(SEEDS_3), SimOptions(nodes=3))
 
